@@ -1,0 +1,174 @@
+"""The common base of all layout kinds, per-sample value ranges, and shared rendering helpers.
+
+A layout is a recipe for *random* label maps: every call to
+:meth:`LayoutSpec.generate` draws a new map from the ``np.random.Generator`` it
+is given, so the same generator state always gives the same map. Layout files
+refer to classes by name; the caller (the recipe) owns the numeric ids and
+passes a ``{name: id}`` mapping, which keeps layouts reusable across recipes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+
+from ..errors import ConfigError
+from .postprocess import postprocess, render_coarse_to_fine  # noqa: F401  (re-export)
+
+#: A value that is either fixed or drawn per sample, uniformly from ``[lo, hi]``.
+FloatRange = float | tuple[float, float]
+#: Integer version of :data:`FloatRange`; ``[lo, hi]`` includes both ends.
+IntRange = int | tuple[int, int]
+
+
+def range_of(*, lo: float | None = None, hi: float | None = None, integer: bool = False,
+             lo_open: bool = False) -> BeforeValidator:
+    """Validator for a scalar-or-``[lo, hi]`` field with bounds, so YAML mistakes read well.
+
+    Written as one BeforeValidator (not a pydantic union) so a bad value gives
+    one message that states the expectation instead of one error per union arm.
+    """
+    what = "an integer" if integer else "a number"
+    bounds = []
+    if lo is not None:
+        bounds.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        bounds.append(f"<= {hi:g}")
+    expect = f"{what}{' ' + ' and '.join(bounds) if bounds else ''} or a [lo, hi] list of two such values"
+
+    def one(v: Any) -> float | int:
+        ok_type = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+        if not ok_type or (isinstance(v, (float, np.floating)) and not math.isfinite(v)):
+            raise ValueError(f"expected {expect}, got {v!r}")
+        if integer:
+            if float(v) != int(v):
+                raise ValueError(f"expected {expect}, got {v!r}")
+            v = int(v)
+        else:
+            v = float(v)
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise ValueError(f"expected {expect}, got {v!r}")
+        if hi is not None and v > hi:
+            raise ValueError(f"expected {expect}, got {v!r}")
+        return v
+
+    def validate(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise ValueError(f"expected {expect}, got a list of {len(v)}")
+            a, b = one(v[0]), one(v[1])
+            if a > b:
+                raise ValueError(f"a range [lo, hi] needs lo <= hi, got [{a}, {b}]")
+            return (a, b)
+        return one(v)
+
+    return BeforeValidator(validate)
+
+
+def draw(rng: np.random.Generator, value: FloatRange) -> float:
+    """A fixed value as is, or a uniform draw from ``[lo, hi]`` (no draw when fixed)."""
+    if isinstance(value, tuple):
+        lo, hi = value
+        return float(lo) if lo == hi else float(rng.uniform(lo, hi))
+    return float(value)
+
+
+def draw_int(rng: np.random.Generator, value: IntRange) -> int:
+    """A fixed integer as is, or a uniform draw from ``lo..hi`` inclusive."""
+    if isinstance(value, tuple):
+        lo, hi = value
+        return int(lo) if lo == hi else int(rng.integers(lo, hi + 1))
+    return int(value)
+
+
+def _check_weights(w: dict[str, float]) -> dict[str, float]:
+    if not any(v > 0 for v in w.values()):
+        raise ValueError("expected at least one class with a weight > 0")
+    return w
+
+
+#: A class referenced by name (the recipe maps names to ids).
+ClassName = Annotated[str, Field(min_length=1)]
+#: ``{class name: weight}``; weights are relative (they need not sum to 1).
+Weights = Annotated[dict[ClassName, Annotated[float, Field(ge=0, allow_inf_nan=False)]],
+                    Field(min_length=1), AfterValidator(_check_weights)]
+
+
+def weight_probs(weights: Mapping[str, float]) -> np.ndarray:
+    """Weights normalised to probabilities, in mapping order."""
+    w = np.asarray(list(weights.values()), dtype=np.float64)
+    return w / w.sum()
+
+
+class LayoutSpec(BaseModel):
+    """One layout kind's parameters; :meth:`generate` turns them into a random label map.
+
+    Subclasses set ``kind`` (a Literal, the YAML discriminator), implement
+    :meth:`class_refs` and :meth:`_draw`. Post-processing (``smooth``,
+    ``min_region``) lives here so every kind gets it the same way.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    #: Boundary smoothing: Gaussian sigma in px (scalar or per-sample range); 0 = off.
+    smooth: Annotated[FloatRange, range_of(lo=0.0, hi=256.0)] = 0.0
+    #: Smallest allowed 4-connected region in px; smaller ones merge into their main neighbour.
+    min_region: Annotated[int, Field(ge=0, strict=True)] = 0
+
+    #: Name used by the registry and in error messages; set by subclasses.
+    KIND: ClassVar[str] = ""
+
+    _file: str | None = PrivateAttr(default=None)
+    _field: str = PrivateAttr(default="layout")
+
+    def bind_source(self, file: str | None, field: str) -> None:
+        """Remember where this spec came from, so errors raised while generating can name it."""
+        self._file = file
+        self._field = field
+
+    # -- class references -------------------------------------------------
+    def class_refs(self) -> list[tuple[str, str]]:
+        """``(field path relative to the layout, class name)`` for every class name used."""
+        raise NotImplementedError
+
+    def class_names(self) -> set[str]:
+        """Every class name this layout paints, so a recipe can check them against its classes."""
+        return {name for _, name in self.class_refs()}
+
+    def check_classes(self, class_ids: Mapping[str, int]) -> None:
+        """Raise :class:`ConfigError` for a class name the recipe does not define or a bad id."""
+        for where, name in self.class_refs():
+            if name not in class_ids:
+                known = ", ".join(sorted(class_ids)) or "(none)"
+                raise ConfigError(f"unknown class '{name}'; expected one of the recipe's classes: {known}",
+                                  file=self._file, field=f"{self._field}.{where}")
+        for name, cid in class_ids.items():
+            if isinstance(cid, bool) or not isinstance(cid, (int, np.integer)) or not 0 <= int(cid) <= 255:
+                raise ConfigError(f"class '{name}' has id {cid!r}; expected an integer 0-255 (label maps are uint8)",
+                                  file=self._file, field=self._field)
+
+    # -- generation ---------------------------------------------------------
+    def generate(self, rng: np.random.Generator, size: tuple[int, int],
+                 class_ids: Mapping[str, int]) -> np.ndarray:
+        """Draw one ``(H, W)`` uint8 map of class ids; ``size`` is ``(height, width)``."""
+        h, w = int(size[0]), int(size[1])
+        if h <= 0 or w <= 0:
+            raise ValueError(f"size must be two positive integers (height, width), got {size!r}")
+        self.check_classes(class_ids)
+        labels = self._draw(rng, (h, w), class_ids)
+        assert labels.shape == (h, w) and labels.dtype == np.uint8
+        return postprocess(labels, smooth=draw(rng, self.smooth), min_region=self.min_region)
+
+    def _draw(self, rng: np.random.Generator, size: tuple[int, int],
+              class_ids: Mapping[str, int]) -> np.ndarray:
+        raise NotImplementedError
+
+
+def id_lut(names: list[str], class_ids: Mapping[str, int]) -> np.ndarray:
+    """Class index (position in ``names``) -> class id, as a uint8 lookup table."""
+    return np.array([int(class_ids[n]) for n in names], dtype=np.uint8)

@@ -1,0 +1,521 @@
+"""The recipe for ``datagen generate``: which model, which layer, which classes paint which vectors.
+
+    model: builtin:tissue-small       # generator spec (default builtin:tissue-small)
+    layer: dec.x16                    # optional; default: the generator's default layer
+    library: ../vector_libraries/tissue-small   # relative to this file
+    size: [256, 256]                  # output height, width (or one int)
+    classes:
+      - {name: background, id: 0, color: "#f2f2f2", keep: true}
+      - name: tumor
+        id: 1
+        color: "#d62728"
+        vectors: [12, 40, {id: 7, weight: 2.0}]  # and/or clusters: [3], label: tumor
+        weight: 1.0
+    layout: {kind: voronoi}           # validated by datagen.layouts
+    paint: {soft_boundary: 0.0, resize: nearest}
+    augment: [{name: HorizontalFlip, p: 0.5}]  # validated by datagen.augment
+
+Every mistake becomes a :class:`~datagen.errors.ConfigError` naming the file, the
+field (``classes[2].color``) and what was expected. Checks that need the model
+and the vector library live in :meth:`Recipe.validate_against`. Typical use::
+
+    recipe = load_recipe("recipe.yaml")
+    gen = load_generator(recipe.model_spec)
+    library = recipe.load_library()
+    recipe.validate_against(gen, library)
+    class_vectors = resolve_class_vectors(recipe, library)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import math
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from .config import describe_validation_error, field_path, load_yaml
+from .errors import ConfigError, DatagenError
+
+if TYPE_CHECKING:  # no runtime import: keeps recipe loading light and free of cycles
+    from .models.generator import Generator
+    from .vectors.library import VectorLibrary
+
+DEFAULT_MODEL = "builtin:tissue-small"  # same as datagen.models.registry.DEFAULT_MODEL (not imported: keeps this light)
+
+_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+
+# -- field types ------------------------------------------------------------------
+def _color(v: Any) -> str:
+    if v is None:
+        raise ValueError('expected a colour like "#d62728" (quote it: in YAML an unquoted # starts a comment)')
+    if isinstance(v, (list, tuple)):
+        if len(v) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in v):
+            raise ValueError(f"expected a colour as \"#rrggbb\" or [r, g, b] with 0..255 integers, got {v!r}")
+        return "#" + "".join(f"{c:02x}" for c in v)
+    if not isinstance(v, str) or not _HEX.match(v.strip()):
+        raise ValueError(f'expected a colour as "#rrggbb" (or "#rgb", or [r, g, b]), got {v!r}')
+    h = v.strip().lstrip("#").lower()
+    if len(h) == 3:
+        h = "".join(c * 2 for c in h)
+    return "#" + h
+
+
+def _vector_ref(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a vector id (integer) or {{id: N, weight: W}}, got {v!r}")
+    if isinstance(v, int):
+        return {"id": v}
+    if isinstance(v, dict):
+        return v
+    raise ValueError(f"expected a vector id (integer) or {{id: N, weight: W}}, got {v!r}")
+
+
+def _size(v: Any) -> Any:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        return tuple(v)
+    raise ValueError(f"expected [height, width] or one integer, got {v!r}")
+
+
+def _name(v: Any) -> Any:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = str(v)
+    if not isinstance(v, str) or not v.strip() or "\n" in v:
+        raise ValueError(f"expected a non-empty single-line name, got {v!r}")
+    return v.strip()
+
+
+def _layout(v: Any) -> Any:
+    if v is None or isinstance(v, dict):
+        return v
+    if isinstance(v, str) and v.strip():
+        return v.strip()
+    raise ValueError(f"expected a mapping like {{kind: voronoi, ...}} or a preset name / path, got {v!r}")
+
+
+def _augment_item(v: Any) -> Any:
+    if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"].strip():
+        raise ValueError(f"expected a transform like {{name: HorizontalFlip, p: 0.5}}, got {v!r}")
+    return v
+
+
+StrictId = Annotated[int, Field(strict=True, ge=0)]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class VectorRef(BaseModel):
+    """A library vector and its sampling weight within its class."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: StrictId
+    weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+
+
+class ClassSpec(BaseModel):
+    """One segmentation class: its label id and colour, and what is painted where it lies."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, BeforeValidator(_name)]
+    id: Annotated[int, Field(strict=True, ge=0, le=255)]
+    color: Annotated[str, BeforeValidator(_color)]
+    keep: Annotated[bool, Field(strict=True)] = False
+    vectors: list[Annotated[VectorRef, BeforeValidator(_vector_ref)]] | None = None
+    clusters: list[StrictId] | None = None
+    label: Annotated[str, BeforeValidator(_name)] | None = None
+    weight: Weight = 1.0
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        h = self.color.lstrip("#")
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+    @property
+    def has_sources(self) -> bool:
+        return bool(self.vectors) or bool(self.clusters) or self.label is not None
+
+
+class PaintOptions(BaseModel):
+    """How the layer-sized label map is made and applied (see datagen.paint)."""
+
+    model_config = ConfigDict(extra="forbid")
+    soft_boundary: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    resize: Literal["nearest"] = "nearest"
+
+
+class Recipe(BaseModel):
+    """A validated recipe (see module docstring for the YAML form)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Annotated[str, Field(min_length=1)] = DEFAULT_MODEL
+    layer: Annotated[str, Field(min_length=1)] | None = None
+    library: Annotated[str, Field(min_length=1)] | None = None
+    size: Annotated[tuple[Annotated[int, Field(strict=True, ge=1)], Annotated[int, Field(strict=True, ge=1)]],
+                    BeforeValidator(_size)]
+    classes: Annotated[list[ClassSpec], Field(min_length=1)]
+    layout: Annotated[Any, BeforeValidator(_layout)] = None
+    paint: PaintOptions = Field(default_factory=PaintOptions)
+    augment: list[Annotated[dict[str, Any], BeforeValidator(_augment_item)]] = Field(default_factory=list)
+
+    _file: Path | None = PrivateAttr(default=None)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _layout: Any = PrivateAttr(default=None)
+    _augment: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> "Recipe":
+        seen: dict[str, dict[Any, int]] = {"name": {}, "id": {}, "color": {}}
+        for i, c in enumerate(self.classes):
+            for key in ("name", "id", "color"):
+                val = getattr(c, key)
+                if val in seen[key]:
+                    j = seen[key][val]
+                    raise ConfigError(
+                        f"duplicate class {key} {val!r}: classes[{j}] ({self.classes[j].name!r}) already uses it; "
+                        f"every class needs its own {key}",
+                        field=f"classes[{i}].{key}",
+                    )
+                seen[key][val] = i
+            if c.keep and c.has_sources:
+                given = ", ".join(k for k in ("vectors", "clusters", "label") if getattr(c, k))
+                raise ConfigError(
+                    f"class {c.name!r} has keep: true (the layer's own activations) and also {given}; use one or the other",
+                    field=f"classes[{i}]",
+                )
+            if not c.keep and not c.has_sources:
+                raise ConfigError(
+                    f"class {c.name!r} paints nothing: give vectors: [ids], clusters: [k] or label: NAME "
+                    "(or keep: true to keep the layer's own activations)",
+                    field=f"classes[{i}]",
+                )
+        if self.library is None and any(not c.keep for c in self.classes):
+            raise ConfigError("a vector library directory is required when a class paints vectors", field="library")
+        return self
+
+    # -- paths --------------------------------------------------------------
+    @property
+    def file(self) -> Path | None:
+        return self._file
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @property
+    def library_path(self) -> Path | None:
+        """The vector library directory, resolved against the recipe file's folder."""
+        if self.library is None:
+            return None
+        p = Path(self.library).expanduser()
+        return p if p.is_absolute() else self._base_dir / p
+
+    @property
+    def model_spec(self) -> str:
+        """``model`` with a relative checkpoint path resolved against the recipe's folder
+        (when that path exists; otherwise as written)."""
+        spec = self.model
+        if spec.startswith("builtin:"):
+            return spec
+        prefix, path = ("stylegan2:", spec[len("stylegan2:"):]) if spec.startswith("stylegan2:") else ("", spec)
+        p = Path(path).expanduser()
+        if not p.is_absolute() and (self._base_dir / p).exists():
+            return prefix + str(self._base_dir / p)
+        return spec
+
+    @property
+    def layer_name(self) -> str | None:
+        return self.layer
+
+    def palette(self) -> dict[int, tuple[int, int, int]]:
+        """Class id -> RGB colour."""
+        return {c.id: c.rgb for c in self.classes}
+
+    def class_by_name(self, name: str) -> ClassSpec:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    # -- loading companions ---------------------------------------------------
+    def load_library(self) -> "VectorLibrary | None":
+        """The vector library named by ``library`` (None when every class keeps activations)."""
+        from .vectors.library import VectorLibrary
+
+        path = self.library_path
+        if path is None:
+            return None
+        if not path.exists():
+            raise ConfigError(f"vector library {str(path)!r} not found (paths are relative to the recipe file)",
+                              file=self._file, field="library")
+        return VectorLibrary.load(path)
+
+    def layout_data(self) -> Any:
+        """The raw layout; a mapping whose kind takes class proportions (``classes:``) but does
+        not give them gets ``{class name: class weight}`` of every recipe class."""
+        data = self.layout
+        if isinstance(data, dict) and "classes" not in data:
+            kinds = _optional_attr("datagen.layouts", "LAYOUT_KINDS") or {}
+            cls = kinds.get(data.get("kind")) if isinstance(data.get("kind"), str) else None
+            if cls is not None and "classes" in getattr(cls, "model_fields", {}):
+                data = {**data, "classes": {c.name: c.weight for c in self.classes}}
+        return data
+
+    def parsed_layout(self) -> Any:
+        """The layout as datagen.layouts parses it (the raw data when that module is absent),
+        checked against the recipe's class names."""
+        if self._layout is None and self.layout is not None:
+            fn = _optional_attr("datagen.layouts", "parse_layout")
+            if fn is None:
+                return self.layout_data()
+            spec = _call_validator(fn, self.layout_data(), file=self._file, field="layout", base_dir=self._base_dir)
+            check = getattr(spec, "check_classes", None)
+            if callable(check):
+                try:
+                    check({c.name: c.id for c in self.classes})
+                except ConfigError as e:
+                    raise ConfigError(e.message, file=e.file or self._file, field=e.field or "layout") from None
+            self._layout = spec
+        return self._layout if self._layout is not None else self.layout
+
+    def augmentation(self) -> Any:
+        """The augmentation pipeline as datagen.augment builds it (raw list when absent/empty)."""
+        if self._augment is None and self.augment:
+            fn = _optional_attr("datagen.augment", "build_augment")
+            self._augment = self.augment if fn is None else _call_validator(
+                fn, self.augment, file=self._file, field="augment", base_dir=self._base_dir)
+        return self._augment if self._augment is not None else self.augment
+
+    # -- checks against the model and the library --------------------------------
+    def validate_against(self, gen: "Generator", library: "VectorLibrary | None") -> None:
+        """Check the recipe against the generator and the vector library; ConfigError if not usable."""
+        f = self._file
+        layer = self.layer or gen.default_layer
+        where = f"layer {layer!r}" + ("" if self.layer else " (the model's default layer)")
+        try:
+            info = gen.layer(layer)
+        except KeyError:
+            names = ", ".join(i.name for i in gen.layers())
+            raise ConfigError(f"model {self.model!r} has no layer {layer!r}; its layers are: {names}",
+                              file=f, field="layer") from None
+        try:
+            gen.check_size(tuple(self.size))
+        except ValueError as e:
+            raise ConfigError(str(e), file=f, field="size") from None
+        lh, lw = gen.layer_size(layer, tuple(self.size))
+        if lh < 1 or lw < 1:
+            raise ConfigError(f"{where} has no pixels at {self.size[0]}x{self.size[1]}", file=f, field="size")
+        if library is None:
+            if any(not c.keep for c in self.classes):
+                raise ConfigError("a vector library is required when a class paints vectors", file=f, field="library")
+            return
+        lib_name = str(self.library_path) if self.library_path is not None else "the vector library"
+        if not _same_model(library.model, self.model, self._base_dir):
+            raise ConfigError(
+                f"vector library {lib_name!r} was extracted from model {library.model!r}, "
+                f"but the recipe paints with model {self.model!r}; extract vectors from this model "
+                "(datagen vectors extract) or change model:",
+                file=f, field="model",
+            )
+        if library.layer != layer:
+            raise ConfigError(
+                f"vector library {lib_name!r} holds vectors of layer {library.layer!r}, "
+                f"but the recipe paints at {where}; set layer: {library.layer} or use a library of {layer}",
+                file=f, field="layer",
+            )
+        if library.channels != info.channels:
+            raise ConfigError(
+                f"vectors in {lib_name!r} have {library.channels} channels, but layer {layer!r} of model "
+                f"{self.model!r} has {info.channels} channels",
+                file=f, field="library",
+            )
+        for i, c in enumerate(self.classes):
+            for j, ref in enumerate(c.vectors or []):
+                if ref.id not in library:
+                    raise ConfigError(f"vector id {ref.id} is not in the library ({library._id_range()})",
+                                      file=f, field=f"classes[{i}].vectors[{j}]")
+            for j, k in enumerate(c.clusters or []):
+                if not any(r.cluster == k for r in library.records):
+                    known = library.clusters
+                    have = f"clusters with vectors: {', '.join(map(str, known))}" if known else \
+                        "the library is not clustered (datagen vectors extract --clusters K)"
+                    raise ConfigError(f"cluster {k} has no vectors in the library; {have}",
+                                      file=f, field=f"classes[{i}].clusters[{j}]")
+            if c.label is not None and not any(r.label == c.label for r in library.records):
+                known = library.labels
+                have = f"labels in use: {', '.join(known)}" if known else \
+                    "no vector is labelled yet (set label: fields in library.yaml or use datagen vectors label)"
+                raise ConfigError(f"no vector in the library is labelled {c.label!r}; {have}",
+                                  file=f, field=f"classes[{i}].label")
+
+
+# -- loading ---------------------------------------------------------------------------
+_ALLOWED = {
+    "": Recipe, "classes[]": ClassSpec, "paint": PaintOptions, "classes[].vectors[]": VectorRef,
+}
+_EXPECTED_MAPPING = {"classes[]": "a class mapping {name, id, color, ...}", "paint": "a mapping {soft_boundary, resize}",
+                     "": "a mapping of recipe fields"}
+
+
+def _generic(loc: tuple[Any, ...]) -> str:
+    return re.sub(r"\[\d+\]", "[]", field_path(loc)) if loc else ""
+
+
+def _describe(err: dict[str, Any]) -> str:
+    """One pydantic error as a sentence saying what was expected."""
+    kind, loc = err.get("type"), tuple(err.get("loc", ()))
+    if kind == "extra_forbidden" and loc:
+        model = _ALLOWED.get(_generic(loc[:-1]))
+        allowed = f"; expected one of: {', '.join(model.model_fields)}" if model is not None else ""
+        return f"unknown field {str(loc[-1])!r}{allowed}"
+    if kind == "value_error":
+        return str(err.get("msg", "")).removeprefix("Value error, ")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        what = _EXPECTED_MAPPING.get(_generic(loc), "a mapping")
+        return f"expected {what}, got {err.get('input')!r}"
+    return describe_validation_error(err)
+
+
+def _validate(data: dict[str, Any], file: Path) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        errs = e.errors(include_url=False)
+        msg = _describe(errs[0])
+        if len(errs) > 1:
+            rest = "; ".join(f"{field_path(x['loc'])}: {_describe(x)}" for x in errs[1:4])
+            msg += f" (also: {rest}{'; ...' if len(errs) > 4 else ''})"
+        raise ConfigError(msg, file=file, field=field_path(errs[0]["loc"])) from None
+    except ConfigError as e:  # raised by Recipe._check_classes, which does not know the file
+        raise ConfigError(e.message, file=e.file or file, field=e.field) from None
+
+
+def load_recipe(path: str | os.PathLike) -> Recipe:
+    """Read and validate a recipe file (schema, classes, layout and augmentation).
+
+    Raises ConfigError (file, field, expectation) for every problem, YAML syntax errors
+    included (with line and column). Checks that need the model and the library are in
+    :meth:`Recipe.validate_against`.
+    """
+    p = Path(path)
+    try:
+        raw = load_yaml(p)
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"cannot read the recipe: {e}", file=p) from None
+    if raw is None:
+        raise ConfigError("the recipe is empty; expected a mapping with at least size: and classes:", file=p)
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"expected a mapping of recipe fields (model, layer, library, size, classes, layout, paint, augment), "
+            f"got a {type(raw).__name__}", file=p)
+    recipe = _validate(raw, p)
+    recipe._file = p
+    recipe._base_dir = p.parent if str(p.parent) else Path(".")
+    recipe.parsed_layout()
+    recipe.augmentation()
+    return recipe
+
+
+def _optional_attr(module: str, name: str) -> Any:
+    """``module.name`` if that module exists and defines it, else None."""
+    try:
+        if importlib.util.find_spec(module) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    return getattr(importlib.import_module(module), name, None)
+
+
+def _call_validator(fn: Any, data: Any, **kwargs: Any) -> Any:
+    """Call a companion module's parser with the keyword arguments it accepts."""
+    try:
+        params = inspect.signature(fn).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+    except (TypeError, ValueError):
+        pass
+    try:
+        return fn(data, **kwargs)
+    except DatagenError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e), file=kwargs.get("file"), field=kwargs.get("field")) from None
+
+
+def _same_model(library_model: str, recipe_model: str, base_dir: Path) -> bool:
+    if library_model == recipe_model:
+        return True
+    if library_model.startswith("builtin:") or recipe_model.startswith("builtin:"):
+        return False
+
+    def resolved(spec: str, base: Path) -> Path | None:
+        path = spec.split(":", 1)[1] if spec.startswith("stylegan2:") else spec
+        p = Path(path).expanduser()
+        p = p if p.is_absolute() else base / p
+        return p.resolve() if p.exists() else None
+
+    a, b = resolved(library_model, Path.cwd()), resolved(recipe_model, base_dir)
+    return a is not None and a == b
+
+
+# -- class vectors ---------------------------------------------------------------
+def resolve_class_vector_ids(recipe: Recipe, library: "VectorLibrary") -> dict[str, tuple[list[int], list[float]]]:
+    """Painting class name -> (vector ids, sampling probabilities summing to 1).
+
+    A class's vectors are the union of ``vectors`` (with their weights), the members of
+    ``clusters`` and the vectors labelled ``label`` (weight 1 each), without duplicates
+    (an explicitly listed vector keeps its own weight). Keep classes are not included.
+    """
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for i, c in enumerate(recipe.classes):
+        if c.keep:
+            continue
+        weights: dict[int, float] = {}
+        for ref in c.vectors or []:
+            weights[ref.id] = ref.weight
+        for k in c.clusters or []:
+            for r in library.records:
+                if r.cluster == k:
+                    weights.setdefault(r.id, 1.0)
+        if c.label is not None:
+            for r in library.records:
+                if r.label == c.label:
+                    weights.setdefault(r.id, 1.0)
+        if not weights:
+            raise ConfigError(f"class {c.name!r} resolves to no vectors in the library",
+                              file=recipe.file, field=f"classes[{i}]")
+        for vid in weights:
+            if vid not in library:
+                raise ConfigError(f"vector id {vid} is not in the library ({library._id_range()})",
+                                  file=recipe.file, field=f"classes[{i}].vectors")
+        total = sum(weights.values())
+        if not total > 0 or not math.isfinite(total):
+            raise ConfigError(f"class {c.name!r}: vector weights must sum to a positive number",
+                              file=recipe.file, field=f"classes[{i}].vectors")
+        ids = list(weights)
+        out[c.name] = (ids, [weights[v] / total for v in ids])
+    return out
+
+
+def resolve_class_vectors(recipe: Recipe, library: "VectorLibrary") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Painting class name -> (vectors (k, C) float32, probabilities (k,) summing to 1).
+
+    See :func:`resolve_class_vector_ids` for which vectors belong to a class.
+    """
+    return {
+        name: (library.get(ids), torch.tensor(w, dtype=torch.float32))
+        for name, (ids, w) in resolve_class_vector_ids(recipe, library).items()
+    }
+
+
+__all__ = [
+    "ClassSpec", "PaintOptions", "Recipe", "VectorRef", "load_recipe",
+    "resolve_class_vector_ids", "resolve_class_vectors",
+]

@@ -1,0 +1,91 @@
+"""Training configuration: one validated YAML file rebuilds a run exactly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import load_yaml, parse_model
+
+
+class DataSource(BaseModel):
+    """One image file or folder of images, optionally rescaled (e.g. 0.5 brings 40x to 20x)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    scale: float = Field(1.0, gt=0, le=4)
+
+
+class ModelSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 96, 128, 128], min_length=2)
+    noise_channels: int = Field(8, ge=1)
+    cond_channels: int = Field(32, ge=1)
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "reflect"
+    default_layer: str | None = None
+    disc_channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 192], min_length=2)
+
+
+class TrainConfig(BaseModel):
+    """Everything ``datagen train`` needs; written to ``OUT/train.yaml`` for resume."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: list[DataSource] = Field(min_length=1)
+    crop: int = Field(128, ge=16)
+    batch: int = Field(16, ge=2)
+    steps: int = Field(5000, ge=1)
+    lr_g: float = Field(1e-3, gt=0)
+    lr_d: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = Field(0.5, ge=0)
+    r1_every: int = Field(16, ge=1)
+    ema_kimg: float = Field(5.0, gt=0)
+    ema_rampup: float | None = 0.05
+    diffaugment: str = "color,translation,cutout"
+    feature_extractor: Literal["efficientnet-lite0", "none"] = "efficientnet-lite0"
+    cond_weight: float = Field(1.0, ge=0)
+    cond_every: int = Field(2, ge=1)
+    cond_bank: int = Field(1024, ge=16)
+    max_background: float = Field(0.5, ge=0, le=1)
+    checkpoint_every: int = Field(250, ge=1)
+    sample_every: int = Field(500, ge=1)
+    log_every: int = Field(25, ge=1)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1)
+    name: str = "digipath-unet"
+    model: ModelSection = Field(default_factory=ModelSection)
+
+    def check(self) -> None:
+        stride = 2 ** (len(self.model.channels) - 1)
+        if self.crop % stride:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"must be a multiple of the generator stride {stride} (2 ** (len(model.channels) - 1)), got {self.crop}", field="crop")
+
+
+def load_train_config(path: str | os.PathLike, **overrides: object) -> TrainConfig:
+    """Read a training YAML; data paths resolve against the file's folder."""
+    p = Path(path)
+    raw = load_yaml(p) or {}
+    if not isinstance(raw, dict):
+        from ..errors import ConfigError
+
+        raise ConfigError("expected a mapping of training options", file=p)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = parse_model(TrainConfig, raw, file=p)
+    for src in cfg.data:
+        if not os.path.isabs(src.path):
+            src.path = str((p.parent / src.path).resolve())
+    try:
+        cfg.check()
+    except Exception as e:  # ConfigError without file
+        from ..errors import ConfigError
+
+        if isinstance(e, ConfigError):
+            raise ConfigError(e.message, file=p, field=e.field) from None
+        raise
+    return cfg

@@ -1,0 +1,234 @@
+"""The training loop: alternating D and G steps, R1, EMA, conditioning, checkpoints, resume.
+
+Output directory:
+
+    train.yaml           the validated config (resume reads it back)
+    train_state.pt       step, G, G_ema, D, optimisers, RNG states (for resume only)
+    checkpoint/          the EMA generator as a loadable checkpoint (safetensors + config.json)
+    samples/             sample grids from fixed noise, step-NNNNNN.png
+    log.jsonl            losses every ``log_every`` steps
+
+Checkpoints are written atomically (temp file + rename), so a run killed at any
+point resumes from the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..errors import DatagenError
+from ..features import EfficientNetLite0, FeatureExtractor, resize_for_features
+from ..models.checkpoint import save_generator
+from ..models.discriminator import Discriminator
+from ..models.registry import resolve_device
+from ..models.unet import DigipathUNet, UNetConfig, count_parameters
+from .augment import diff_augment, dihedral
+from .config import TrainConfig
+from .data import CropSampler
+from .losses import conditioning_consistency, d_logistic_loss, g_nonsaturating_loss, r1_penalty
+
+STATE_NAME = "train_state.pt"
+CONFIG_NAME = "train.yaml"
+
+
+def build_generator(cfg: TrainConfig, cond_dim: int) -> DigipathUNet:
+    m = cfg.model
+    ucfg = UNetConfig(channels=tuple(m.channels), noise_channels=m.noise_channels, cond_dim=cond_dim,
+                      cond_channels=m.cond_channels, padding_mode=m.padding_mode,
+                      default_layer=m.default_layer or f"dec.x{2 ** (len(m.channels) - 2)}")
+    return DigipathUNet(ucfg)
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p.detach(), 1.0 - beta)
+
+
+@torch.no_grad()
+def compute_feature_bank(extractor: FeatureExtractor, sampler: CropSampler, n: int, device: str, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of ``n`` random real crops (the conditioning library) and a few of the crops."""
+    feats, keep = [], []
+    for i in range(0, n, batch):
+        imgs = sampler.sample(min(batch, n - i))
+        feats.append(extractor.pooled(resize_for_features(imgs.to(device))).cpu())
+        if i == 0:
+            keep.append(imgs)
+    return torch.cat(feats), torch.cat(keep)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    """Images in [-1, 1] -> one PNG grid (no torchvision needed)."""
+    from PIL import Image
+
+    x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    n, c, h, w = x.shape
+    rows = (n + nrow - 1) // nrow
+    grid = torch.full((c, rows * (h + 2) + 2, nrow * (w + 2) + 2), 255, dtype=torch.uint8)
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        grid[:, 2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + k * (w + 2): 2 + k * (w + 2) + w] = x[i]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train (or continue training) a digipath UNet; returns the checkpoint directory."""
+    out = Path(out)
+    state_path = out / STATE_NAME
+    if state_path.exists() and not resume:
+        raise DatagenError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    if resume and not state_path.exists():
+        raise DatagenError(f"{out}: nothing to resume (no {STATE_NAME})")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_NAME).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # denormal weights/grads make CPU convolutions several times slower
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    sampler = CropSampler([(s.path, s.scale) for s in cfg.data], cfg.crop, max_background=cfg.max_background, seed=cfg.seed)
+
+    extractor: FeatureExtractor | None = None
+    bank = None
+    cond_dim = 0
+    if cfg.feature_extractor != "none":
+        extractor = EfficientNetLite0().to(device)
+        bank_path = out / "feature_bank.pt"
+        if bank_path.exists():
+            bank = torch.load(bank_path, weights_only=True)
+        else:
+            bank, _ = compute_feature_bank(extractor, sampler, cfg.cond_bank, device)
+            _atomic_torch_save(bank, bank_path)
+        cond_dim = bank.shape[1]
+
+    G = build_generator(cfg, cond_dim).to(device)
+    D = Discriminator(tuple(cfg.model.disc_channels)).to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    r1_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy regularisation (StyleGAN2)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d * r1_ratio, betas=(cfg.betas[0] ** r1_ratio, cfg.betas[1] ** r1_ratio))
+    step, nimg, wall = 0, 0, 0.0
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    if resume:
+        st = torch.load(state_path, weights_only=False, map_location="cpu")
+        G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"]); D.load_state_dict(st["D"])
+        opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
+        step, nimg, wall = st["step"], st["nimg"], st.get("wall_s", 0.0)
+        sampler.set_state(st["sampler"])
+        aug_gen.set_state(st["aug_gen"]); noise_gen.set_state(st["noise_gen"])
+
+    size = (cfg.crop, cfg.crop)
+    fixed = torch.Generator().manual_seed(12345)
+    fixed_noise = torch.randn((16, G.config.noise_channels, 2 * cfg.crop, 2 * cfg.crop), generator=fixed)
+    fixed_cond = bank[torch.randint(len(bank), (16,), generator=fixed)] if bank is not None else None
+
+    def draw_inputs(n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn((n, G.config.noise_channels, *size), generator=noise_gen).to(device)
+        c = bank[torch.randint(len(bank), (n,), generator=noise_gen)].to(device) if bank is not None else None
+        return z, c
+
+    def checkpoint() -> None:
+        meta = {"name": cfg.name, "step": step, "kimg": nimg / 1000, "wall_time_s": round(wall, 1),
+                "crop": cfg.crop, "train_config": CONFIG_NAME}
+        cond = None
+        if bank is not None:
+            cond = bank[torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:512]]
+        save_generator(out / "checkpoint", G_ema, cond, meta)
+        _atomic_torch_save({
+            "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, "nimg": nimg, "wall_s": wall,
+            "sampler": sampler.state(), "aug_gen": aug_gen.get_state(), "noise_gen": noise_gen.get_state(),
+        }, state_path)
+
+    def sample_grid() -> None:
+        with torch.no_grad():
+            imgs = torch.cat([G_ema(fixed_noise[i:i + 4].to(device), None if fixed_cond is None else fixed_cond[i:i + 4].to(device)) for i in range(0, 16, 4)])
+        save_grid(imgs, out / "samples" / f"step-{step:06d}.png", nrow=4)
+
+    if step == 0:
+        sample_grid()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="it", disable=not progress, dynamic_ncols=True)
+    log = open(out / "log.jsonl", "a")
+    stats: dict[str, float] = {}
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            # ---- discriminator ----
+            real = dihedral(sampler.sample(cfg.batch)).to(device)
+            z, c = draw_inputs(cfg.batch)
+            with torch.no_grad():
+                fake = G(z, c)
+            D.requires_grad_(True)
+            loss_d = d_logistic_loss(D(diff_augment(real, cfg.diffaugment, aug_gen)), D(diff_augment(fake, cfg.diffaugment, aug_gen)))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
+                real_r = real.detach().requires_grad_(True)
+                r1 = r1_penalty(D(diff_augment(real_r, cfg.diffaugment, aug_gen)), real_r)
+                opt_d.zero_grad(set_to_none=True)
+                (r1 * (cfg.r1_gamma / 2) * cfg.r1_every).backward()
+                opt_d.step()
+                stats["r1"] = r1.item()
+            # ---- generator ----
+            D.requires_grad_(False)
+            z, c = draw_inputs(cfg.batch)
+            fake = G(z, c)
+            loss_g = g_nonsaturating_loss(D(diff_augment(fake, cfg.diffaugment, aug_gen)))
+            loss_total = loss_g
+            if extractor is not None and c is not None and cfg.cond_weight > 0 and step % cfg.cond_every == 0:
+                loss_c = conditioning_consistency(extractor.pooled(resize_for_features(fake)), c)
+                loss_total = loss_total + cfg.cond_weight * cfg.cond_every * loss_c
+                stats["cond"] = loss_c.item()
+            opt_g.zero_grad(set_to_none=True)
+            loss_total.backward()
+            opt_g.step()
+            # ---- EMA ----
+            nimg += cfg.batch
+            ema_nimg = cfg.ema_kimg * 1000
+            if cfg.ema_rampup:
+                ema_nimg = min(ema_nimg, nimg * cfg.ema_rampup)
+            _update_ema(G_ema, G, 0.5 ** (cfg.batch / max(ema_nimg, 1e-8)))
+            step += 1
+            wall += time.perf_counter() - t0
+            stats.update(d=loss_d.item(), g=loss_g.item())
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
+            if step % cfg.log_every == 0:
+                log.write(json.dumps({"step": step, "kimg": nimg / 1000, "wall_s": round(wall, 1), **{k: round(v, 5) for k, v in stats.items()}}) + "\n")
+                log.flush()
+            if step % cfg.sample_every == 0:
+                sample_grid()
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoint()
+    except KeyboardInterrupt:
+        bar.write(f"interrupted at step {step}: saving a checkpoint")
+        checkpoint()
+        raise
+    finally:
+        bar.close()
+        log.close()
+    if not (out / "checkpoint" / "config.json").exists():
+        checkpoint()
+    return out / "checkpoint"

@@ -1,0 +1,228 @@
+"""Human-readable outputs: a captioned PNG contact sheet and a one-file HTML report.
+
+The HTML report embeds every image as a base64 PNG ``data:`` URI and inlines
+its CSS, so the single file can be mailed, archived or opened offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .library import VectorLibrary
+from .visualize import to_uint8
+
+MARGIN = 4
+"""Pixels between tiles and around the sheet."""
+LINE_HEIGHT = 12
+"""Caption line height in pixels (PIL's built-in bitmap font)."""
+
+
+def _as_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images if images.dtype == torch.uint8 else to_uint8(images)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) uint8 or [-1, 1] float tensor -> PIL RGB image."""
+    arr = _as_uint8(image.detach().cpu()).permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def png_bytes(image: torch.Tensor | Image.Image) -> bytes:
+    img = image if isinstance(image, Image.Image) else to_pil(image)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_uri(image: torch.Tensor | Image.Image) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+def sheet_size(count: int, columns: int, tile: tuple[int, int], caption_lines: int) -> tuple[int, int]:
+    """(width, height) of a contact sheet: ``count`` tiles of ``tile`` = (H, W) in ``columns``."""
+    rows = -(-count // columns)
+    cell_h = tile[0] + caption_lines * LINE_HEIGHT
+    return columns * (tile[1] + MARGIN) + MARGIN, rows * (cell_h + MARGIN) + MARGIN
+
+
+def contact_sheet(
+    images: torch.Tensor,
+    captions: Sequence[str] | None,
+    path: str | os.PathLike | None = None,
+    *,
+    columns: int | None = None,
+) -> Image.Image:
+    """A grid of images with text captions below each, written as PNG to ``path`` (if given).
+
+    ``images``: (N, 3, H, W), or (V, S, 3, H, W) for V rows of S seeds (then ``columns`` = S).
+    ``captions``: one per image, or for 5-D input one per row (shown under the row's first
+    image); lines split on "\\n". Sheet size is :func:`sheet_size` with the caption line count
+    of the longest caption. Returns the PIL image.
+    """
+    if images.ndim == 5:
+        v, s = images.shape[:2]
+        if captions is not None and len(captions) == v and s > 1:
+            captions = [c if j == 0 else "" for c in captions for j in range(s)]
+        images = images.reshape(v * s, *images.shape[2:])
+        columns = columns or s
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"contact_sheet: expected (N, 3, H, W) or (V, S, 3, H, W) images, got {tuple(images.shape)}")
+    n, _, h, w = images.shape
+    if captions is not None and len(captions) != n:
+        raise ValueError(f"contact_sheet: {len(captions)} captions for {n} images")
+    caps = [str(c) for c in captions] if captions is not None else [""] * n
+    lines = max((len(c.split("\n")) for c in caps if c), default=0)
+    columns = max(1, min(columns or int(max(1, round(n**0.5))), max(n, 1)))
+    width, height = sheet_size(max(n, 1), columns, (h, w), lines)
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    data = _as_uint8(images.detach().cpu())
+    for i in range(n):
+        r, c = divmod(i, columns)
+        x0 = MARGIN + c * (w + MARGIN)
+        y0 = MARGIN + r * (h + lines * LINE_HEIGHT + MARGIN)
+        sheet.paste(to_pil(data[i]), (x0, y0))
+        for k, text in enumerate(caps[i].split("\n") if caps[i] else []):
+            draw.text((x0 + 1, y0 + h + k * LINE_HEIGHT), text, fill=(0, 0, 0), font=font)
+    if path is not None:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        sheet.save(tmp, format="PNG")
+        os.replace(tmp, p)
+    return sheet
+
+
+def vector_caption(library: VectorLibrary, vector_id: int) -> str:
+    """``id 12  t=0.931`` / ``cluster 3  tumor`` - the caption used on contact sheets."""
+    rec = library.record(vector_id)
+    first = f"id {rec.id}" + (f"  t={rec.tileability:.3f}" if rec.tileability is not None else "")
+    second = "  ".join(p for p in (
+        f"cluster {rec.cluster}" if rec.cluster is not None else "",
+        rec.label or "",
+    ) if p)
+    return first + ("\n" + second if second else "")
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.3em;margin:0 0 .3em}
+table{border-collapse:collapse}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:middle}
+th{background:#f4f4f4;position:sticky;top:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{image-rendering:pixelated;margin-right:2px;vertical-align:middle}
+dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:.9em}
+dt{font-weight:600}
+.tile{background:#e8f5e9}.notile{background:#fff3e0}
+"""
+
+
+def html_report(
+    library: VectorLibrary,
+    full_images: torch.Tensor,
+    grid_images: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    ids: Sequence[int] | None = None,
+    title: str | None = None,
+    thumb: int | None = 128,
+    threshold: float | None = None,
+) -> Path:
+    """One self-contained HTML file: a provenance header and a table with one row per vector
+    (full and grid-2 visualisations, tileability, cluster, class), sorted by score (best
+    first; unscored last, by id).
+
+    ``full_images``/``grid_images``: (V, 3, H, W) or (V, S, 3, H, W), row v showing vector
+    ``ids[v]`` (default: all library vectors in order). ``thumb``: images wider than this are
+    stored downscaled to this width (None keeps full size). Every image is embedded, so for
+    libraries of thousands of vectors pass a subset (e.g. the top and bottom 100 by score).
+    ``threshold`` (default: the library's recorded Otsu threshold) marks rows as tileable.
+    """
+    ids = list(ids) if ids is not None else library.ids
+    if full_images.ndim == 4:
+        full_images = full_images[:, None]
+    if grid_images.ndim == 4:
+        grid_images = grid_images[:, None]
+    if len(full_images) != len(ids) or len(grid_images) != len(ids):
+        raise ValueError(f"html_report: {len(full_images)} full and {len(grid_images)} grid image rows for {len(ids)} vectors")
+    if threshold is None and library.tileability:
+        threshold = library.tileability.get("threshold")
+
+    def key(pos: int) -> tuple:
+        t = library.record(ids[pos]).tileability
+        return (t is None, -(t if t is not None else 0.0), ids[pos])
+
+    order = sorted(range(len(ids)), key=key)
+    esc = html.escape
+    width = f' width="{thumb}"' if thumb else ""
+
+    def shrink(image: torch.Tensor) -> Image.Image:
+        img = to_pil(image)
+        if thumb and img.width > thumb:  # store thumbnails, not full images: keeps the file small
+            img = img.resize((thumb, max(1, round(img.height * thumb / img.width))), Image.Resampling.BILINEAR)
+        return img
+
+    def imgs(stack: torch.Tensor, what: str, vid: int) -> str:
+        return "".join(
+            f'<img src="{data_uri(shrink(stack[s]))}" alt="{what} vector {vid} seed {s}"{width}>'
+            for s in range(len(stack))
+        )
+
+    prov = {
+        "model": library.model,
+        "layer": f"{library.layer} ({library.channels} channels)",
+        "vectors": str(len(library)),
+        "image size": "x".join(map(str, library.image_size)) if library.image_size else "?",
+        "extraction": ", ".join(f"{k}={v}" for k, v in library.extraction.items()) or "?",
+        "tileability": ", ".join(f"{k}={v}" for k, v in (library.tileability or {}).items()) or "not scored",
+        "clustering": ", ".join(f"{k}={v}" for k, v in (library.clustering or {}).items() if k not in ("prototypes", "sizes"))
+        or "not clustered",
+        "datagen": library.tool_version,
+        "created": library.created,
+    }
+    rows = []
+    for pos in order:
+        vid = ids[pos]
+        rec = library.record(vid)
+        cls = ""
+        if threshold is not None and rec.tileability is not None:
+            cls = ' class="tile"' if rec.tileability >= threshold else ' class="notile"'
+        score = f"{rec.tileability:.4f}" if rec.tileability is not None else "&ndash;"
+        origin = f"image {rec.image}, y {rec.y}, x {rec.x}" if rec.image is not None else "&ndash;"
+        rows.append(
+            f'<tr id="v{vid}"{cls}><td class="num">{vid}</td><td>{imgs(full_images[pos], "full", vid)}</td>'
+            f'<td>{imgs(grid_images[pos], "grid", vid)}</td><td class="num">{score}</td>'
+            f'<td class="num">{rec.cluster if rec.cluster is not None else "&ndash;"}</td>'
+            f'<td>{esc(rec.label) if rec.label else "&ndash;"}</td><td>{origin}</td></tr>'
+        )
+    grid = (library.tileability or {}).get("grid", 2)
+    t = title or f"Vector library: {library.model} / {library.layer}"
+    doc = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{esc(t)}</title><style>{_CSS}</style></head><body>\n"
+        f"<h1>{esc(t)}</h1>\n<dl>"
+        + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in prov.items())
+        + (f"<dt>tileable threshold</dt><dd>{threshold:.4f} (green rows &ge; threshold)</dd>" if threshold is not None else "")
+        + "</dl>\n<table><thead><tr><th>id</th><th>full replace</th>"
+        f"<th>grid-{esc(str(grid))} replace</th><th>tileability</th><th>cluster</th><th>class</th><th>origin</th>"
+        "</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n</body></html>\n"
+    )
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
+__all__ = ["contact_sheet", "data_uri", "html_report", "png_bytes", "sheet_size", "to_pil", "vector_caption"]

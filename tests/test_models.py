@@ -1,0 +1,152 @@
+"""Generators, the hook point, checkpoints and built-in models."""
+
+import json
+
+import pytest
+import torch
+
+from datagen.models import (
+    CheckpointError, DigipathGenerator, DigipathUNet, LayerHook, LayerNotFoundError, StyleGAN2Generator,
+    UNetConfig, load_checkpoint, load_generator, save_generator,
+)
+from datagen.seeding import sample_torch_generator
+from stylegan2_toy import ToyStyleGAN2
+
+
+def test_layer_listing_names_channels_strides(tiny_unet):
+    layers = tiny_unet.layers()
+    names = [l.name for l in layers]
+    assert names == ["enc.x1", "enc.x2", "enc.x4", "enc.x8", "mid", "dec.x4", "dec.x2", "dec.x1", "to_rgb"]
+    # every listed layer is a real submodule whose output has the listed channels and stride
+    noise = torch.randn(1, 4, 32, 48)
+    for info in layers:
+        with LayerHook(tiny_unet, info.name) as h:
+            tiny_unet(noise, torch.randn(1, 6))
+        assert h.original.shape[1:] == (info.channels, 32 // info.stride, 48 // info.stride), info
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 96), (128, 128)])
+def test_fully_convolutional_output_shapes(tiny_unet, size):
+    out = tiny_unet(torch.randn(2, 4, *size), torch.randn(2, 6))
+    assert out.shape == (2, 3, *size)
+    assert out.abs().max() <= 1
+
+
+def test_size_not_multiple_of_stride_is_rejected(tiny_unet):
+    with pytest.raises(ValueError, match="multiple of the stride 8"):
+        tiny_unet(torch.randn(1, 4, 36, 32), torch.randn(1, 6))
+
+
+def test_conditional_model_requires_cond(tiny_unet):
+    with pytest.raises(ValueError, match="conditional"):
+        tiny_unet(torch.randn(1, 4, 32, 32))
+
+
+def test_identity_hook_is_bit_identical_and_replace_changes(tiny_unet):
+    noise, cond = torch.randn(2, 4, 32, 32), torch.randn(2, 6)
+    ref = tiny_unet(noise, cond)
+    with LayerHook(tiny_unet, "dec.x4", edit=lambda a: a) as h:
+        same = tiny_unet(noise, cond)
+    assert torch.equal(ref, same)
+    assert h.original.shape == (2, 16, 8, 8)
+    with LayerHook(tiny_unet, "dec.x4", edit=lambda a: torch.zeros_like(a)):
+        changed = tiny_unet(noise, cond)
+    assert not torch.allclose(ref, changed)
+    # the hook is gone after the block
+    assert torch.equal(tiny_unet(noise, cond), ref)
+
+
+def test_unknown_layer_suggests_close_names(tiny_unet):
+    with pytest.raises(LayerNotFoundError, match="dec.x4"):
+        LayerHook(tiny_unet, "dec.x44")
+
+
+def test_checkpoint_round_trip_identical_outputs(tmp_path, tiny_generator):
+    save_generator(tmp_path / "ckpt", tiny_generator.module, tiny_generator.conditioning, {"name": "tiny"})
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    gens = [sample_torch_generator(3, i, "noise") for i in range(3)]
+    inputs = tiny_generator.sample_inputs(gens, (32, 32))
+    gens2 = [sample_torch_generator(3, i, "noise") for i in range(3)]
+    inputs2 = loaded.sample_inputs(gens2, (32, 32))
+    assert all(torch.equal(inputs[k], inputs2[k]) for k in inputs)
+    with torch.no_grad():
+        assert torch.equal(tiny_generator.forward(inputs), loaded.forward(inputs2))
+    assert loaded.module.config == tiny_generator.module.config
+
+
+def test_checkpoint_errors_are_clear(tmp_path, tiny_generator):
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_checkpoint(tmp_path)
+    d = save_generator(tmp_path / "c", tiny_generator.module, tiny_generator.conditioning)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["config"]["channels"] = [8, 16, 32, 16]
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="do not match config.json"):
+        load_checkpoint(d)
+
+
+def test_per_sample_inputs_do_not_depend_on_batch(tiny_generator):
+    a = tiny_generator.sample_inputs([sample_torch_generator(0, i, "noise") for i in range(4)], (32, 32))
+    b = tiny_generator.sample_inputs([sample_torch_generator(0, 2, "noise")], (32, 32))
+    assert torch.equal(a["noise"][2:3], b["noise"]) and torch.equal(a["cond"][2:3], b["cond"])
+
+
+# ---- StyleGAN2-shaped generators ------------------------------------------------------------
+
+def test_stylegan2_adapter_layers_and_hooks():
+    torch.manual_seed(0)
+    gen = StyleGAN2Generator(ToyStyleGAN2(img_resolution=32))
+    names = {l.name: l for l in gen.layers()}
+    assert names["synthesis.b16.conv1"].channels == 16 and names["synthesis.b16.conv1"].stride == 2
+    assert names["synthesis.b8"].stride == 4  # a block (tuple output (x, img)) is hookable too
+    assert gen.default_layer.startswith("synthesis.b") and gen.default_layer.endswith(".conv1")
+    inputs = gen.sample_inputs([sample_torch_generator(1, i, "z") for i in range(2)], (32, 32))
+    with torch.no_grad():
+        ref = gen.forward(inputs)
+        assert ref.shape == (2, 3, 32, 32)
+        with LayerHook(gen.module, "synthesis.b16.conv1", edit=lambda a: a):
+            assert torch.equal(gen.forward(inputs), ref)
+        with LayerHook(gen.module, "synthesis.b8", edit=lambda a: a.flip(-1)):
+            flipped = gen.forward(inputs)
+        assert not torch.allclose(flipped, ref)
+        assert torch.equal(gen.forward(inputs), ref)  # 'const' noise: deterministic
+
+
+def test_stylegan2_fixed_size():
+    gen = StyleGAN2Generator(ToyStyleGAN2(img_resolution=16))
+    with pytest.raises(ValueError, match="only generates 16x16"):
+        gen.sample_inputs([torch.Generator()], (32, 32))
+
+
+def test_stylegan2_pickle_loader(tmp_path):
+    import pickle
+
+    from datagen.models import load_stylegan2_pickle
+
+    G = ToyStyleGAN2(img_resolution=16)
+    with open(tmp_path / "net.pkl", "wb") as f:
+        pickle.dump({"G_ema": G}, f)
+    gen = load_generator(f"stylegan2:{tmp_path / 'net.pkl'}")
+    assert isinstance(gen, StyleGAN2Generator) and gen.fixed_size == (16, 16)
+    assert load_stylegan2_pickle(tmp_path / "net.pkl").name == "net"
+
+
+# ---- registry ------------------------------------------------------------------------------
+
+def test_unknown_builtin_model_lists_known():
+    with pytest.raises(CheckpointError, match="unknown built-in model"):
+        load_generator("builtin:nope")
+
+
+def test_builtin_default_model_loads_offline():
+    from datagen.models import builtin_models
+
+    models = builtin_models()
+    if "tissue-small" not in models:
+        pytest.skip("the default model has not been committed yet")
+    gen = load_generator("builtin:tissue-small", device="cpu")
+    assert isinstance(gen, DigipathGenerator)
+    inputs = gen.sample_inputs([sample_torch_generator(0, 0, "noise")], (128, 128))
+    with torch.no_grad():
+        img = gen.forward(inputs)
+    assert img.shape == (1, 3, 128, 128) and img.std() > 0.05

@@ -1,0 +1,94 @@
+"""A real (tiny) GAN training run on CPU, then a resume that continues from the saved step."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datagen.errors import ConfigError, DatagenError
+from datagen.models import load_checkpoint
+from datagen.train import TrainConfig, load_train_config, train
+from datagen.train.data import CropSampler, background_fraction
+
+
+@pytest.fixture
+def tissue_png(tmp_path):
+    """A small pink/purple blob image with a glass (white) half, like a slide edge."""
+    rng = np.random.default_rng(0)
+    img = np.full((96, 160, 3), 245, np.uint8)
+    yy, xx = np.mgrid[:96, :96]
+    tissue = np.stack([200 + 30 * np.sin(xx / 5), 120 + 40 * np.cos(yy / 7), 190 + 0 * xx], -1)
+    for _ in range(30):
+        cy, cx = rng.integers(0, 96, 2)
+        tissue[(yy - cy) ** 2 + (xx - cx) ** 2 < 16] = (90, 40, 140)
+    img[:, :96] = tissue.clip(0, 255).astype(np.uint8)
+    path = tmp_path / "tissue.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+def _cfg(path, **kw):
+    base = dict(data=[{"path": str(path)}], crop=32, batch=4, steps=20, checkpoint_every=10, sample_every=10,
+                log_every=5, cond_bank=16, model={"channels": [8, 16, 16, 16], "noise_channels": 4,
+                                                  "cond_channels": 4, "disc_channels": [8, 16, 16]})
+    base.update(kw)
+    return TrainConfig.model_validate(base)
+
+
+def test_crop_sampler_skips_glass(tissue_png):
+    s = CropSampler([(tissue_png, 1.0)], 32, max_background=0.2, seed=0)
+    crops = s.sample(16)
+    assert crops.shape == (16, 3, 32, 32)
+    for c in crops:
+        u8 = ((c.permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+        assert background_fraction(u8) <= 0.2
+
+
+def test_train_then_resume_continues(tmp_path, tissue_png):
+    out = tmp_path / "run"
+    ckpt = train(_cfg(tissue_png, steps=20), out, progress=False)
+    gen = load_checkpoint(ckpt)
+    assert gen.module.config.cond_dim > 0 and gen.conditioning is not None
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert state["step"] == 20
+    g_before = {k: v.clone() for k, v in state["G"].items()}
+    assert (out / "samples" / "step-000000.png").exists() and (out / "samples" / "step-000020.png").exists()
+    steps_logged = [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines()]
+    assert steps_logged == [5, 10, 15, 20]
+
+    with pytest.raises(DatagenError, match="--resume"):
+        train(_cfg(tissue_png, steps=30), out, progress=False)
+
+    train(_cfg(tissue_png, steps=30), out, resume=True, progress=False)
+    state2 = torch.load(out / "train_state.pt", weights_only=False)
+    assert state2["step"] == 30 and state2["nimg"] == 30 * 4
+    steps_logged = [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines()]
+    assert steps_logged == [5, 10, 15, 20, 25, 30]  # continued, not restarted
+    assert any(not torch.equal(g_before[k], state2["G"][k]) for k in g_before)
+    meta = json.loads((out / "checkpoint" / "config.json").read_text())["meta"]
+    assert meta["step"] == 30
+
+
+def test_unconditional_training(tmp_path, tissue_png):
+    ckpt = train(_cfg(tissue_png, steps=3, feature_extractor="none"), tmp_path / "u", progress=False)
+    assert load_checkpoint(ckpt).module.config.cond_dim == 0
+
+
+def test_train_config_errors(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("data: [{path: x}]\ncrop: 30\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: crop: must be a multiple of the generator stride 32"):
+        load_train_config(p)
+    p.write_text("data: [{path: x}]\nbatch: many\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: batch: .*integer"):
+        load_train_config(p)
+    p.write_text("data: [{path: x}]\nlearning_rate: 1\n")
+    with pytest.raises(ConfigError, match=r"learning_rate: unknown field"):
+        load_train_config(p)
+
+
+def test_missing_data_is_clear(tmp_path):
+    with pytest.raises(DatagenError, match="no such file or folder"):
+        train(_cfg(tmp_path / "nope.png", steps=1), tmp_path / "r", progress=False)
