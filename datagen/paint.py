@@ -54,12 +54,14 @@ def paint(
 def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour resize of (N, H, W) or (H, W) integer maps, as in the paper.
 
-    Layer pixel (i, j) takes the label at output pixel (floor(i * H / h), floor(j * W / w)),
-    i.e. the top-left pixel of the output cell it covers (torch 'nearest').
+    Sampling is centred: layer pixel (i, j) takes the label at output pixel
+    (floor((i + 0.5) * H / h), floor((j + 0.5) * W / w)), the centre of the output
+    block it covers (torch 'nearest-exact'), not its top-left corner, which would
+    shift every painted region by half a cell.
     """
     squeeze = labels.ndim == 2
     x = labels[None] if squeeze else labels
-    out = F.interpolate(x[:, None].float(), size=size, mode="nearest")[:, 0].to(labels.dtype)
+    out = F.interpolate(x[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(labels.dtype)
     return out[0] if squeeze else out
 
 

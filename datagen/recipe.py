@@ -149,6 +149,8 @@ class PaintOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     soft_boundary: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     resize: Literal["nearest"] = "nearest"
+    mask: Literal["layout", "cells"] = "layout"
+    """What the written mask is: the layout itself, or the painted layer cells (see datagen.render)."""
 
 
 class Recipe(BaseModel):

@@ -85,11 +85,15 @@ def test_area_fractions_follow_weights(layout):
     np.testing.assert_allclose(fracs, [0.6, 0.2, 0.2], atol=0.07)
 
 
-def test_noise_blobs_match_weights_in_every_map():
-    spec = parse_layout({"kind": "noise", "classes": {"tumor": 1, "stroma": 4}})
-    for i in range(5):
-        m = spec.generate(rng(i), (128, 128), IDS)
-        assert abs((m == IDS["stroma"]).mean() - 0.8) < 0.04
+@pytest.mark.parametrize("size", [(128, 128), (300, 200)])
+def test_noise_blobs_match_weights_in_every_map(size):
+    weights = {"tumor": 5, "stroma": 2, "lymphocytes": 1, "background": 0.5}
+    spec = parse_layout({"kind": "noise", "classes": weights})
+    want = np.array(list(weights.values())) / sum(weights.values())
+    for i in range(12):
+        m = spec.generate(rng(i), size, IDS)
+        got = np.array([(m == IDS[n]).mean() for n in weights])
+        assert np.abs(got - want).max() < 0.02, (i, got)
 
 
 def test_zero_weight_class_never_appears():
@@ -111,6 +115,13 @@ def test_min_region_is_enforced():
     for i in range(5):
         m = spec.generate(rng(i), (96, 96), IDS)
         assert len(np.unique(m)) == 1 or min_component(m) >= 120
+
+
+@pytest.mark.parametrize("area", [5, 60, 500])
+def test_min_region_on_white_noise(area):
+    m = np.array([3, 5, 7], np.uint8)[rng(4).integers(0, 3, (40, 40))]
+    out = remove_small_regions(m, area)
+    assert len(np.unique(out)) == 1 or min_component(out) >= area
 
 
 def test_min_region_merges_into_surrounding_class():
@@ -232,7 +243,7 @@ def test_mask_glob_picks_files_per_sample_and_augments(tmp_path):
         a[0, 0] = 0  # a marker that shows flips and rotations
         Image.fromarray(a).save(tmp_path / f"m{i}.png")
     spec = parse_layout({"kind": "mask", "path": "m*.png", "flip": True, "rotate": True}, base_dir=tmp_path)
-    assert isinstance(spec, MaskLayout) and len(spec.files) == 3
+    assert isinstance(spec, MaskLayout) and len(spec.files) == 3 and spec.base_dir == tmp_path
     maps = [spec.generate(rng(i), (8, 8), IDS) for i in range(40)]
     assert {int(m[4, 4]) for m in maps} == {3, 5, 7}
     corners = {tuple(np.argwhere(m == 0)[0]) for m in maps}

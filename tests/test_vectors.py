@@ -410,8 +410,8 @@ def test_contact_sheet_size(tmp_path) -> None:
     caps = [vector_caption(lib, i) for i in lib.ids]
     assert caps[0] == "id 10\ncluster 0"
     sheet = contact_sheet(imgs, caps, tmp_path / "s.png", columns=3)
-    on_disk = Image.open(tmp_path / "s.png")
-    assert on_disk.size == sheet.size == sheet_size(5, 3, (20, 24), 2)
+    with Image.open(tmp_path / "s.png") as on_disk:
+        assert on_disk.size == sheet.size == sheet_size(5, 3, (20, 24), 2)
     assert sheet.size == (3 * (24 + 4) + 4, 2 * (20 + 2 * 12 + 4) + 4)
     rows = contact_sheet(torch.zeros(2, 4, 3, 8, 8, dtype=torch.uint8), ["a", "b"])
     assert rows.size == sheet_size(8, 4, (8, 8), 1)

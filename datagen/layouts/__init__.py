@@ -112,7 +112,7 @@ def _to_config_error(err: ValidationError, model: type[BaseModel], file: str | N
     return ConfigError(msg, file=file, field=field_path(first["loc"], field))
 
 
-def parse_layout(data: Mapping[str, Any] | str, *, file: str | os.PathLike | None = None, field: str = "layout",
+def parse_layout(data: Mapping[str, Any] | str | os.PathLike, *, file: str | os.PathLike | None = None, field: str = "layout",
                  base_dir: str | os.PathLike | None = None) -> LayoutSpec:
     """Validate a layout mapping (or a preset name / YAML path) into a :class:`LayoutSpec`.
 
@@ -147,10 +147,10 @@ def parse_layout(data: Mapping[str, Any] | str, *, file: str | os.PathLike | Non
     cls = LAYOUT_KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ConfigError(f"unknown layout kind {kind!r}; expected one of: {kinds}", file=file_s, field=f"{field}.kind")
-    context = {"base_dir": Path(base_dir) if base_dir is not None else None}
+    base = Path(base_dir) if base_dir is not None else None
     try:
-        spec = cls.model_validate(dict(data), context=context)
+        spec = cls.model_validate(dict(data), context={"base_dir": base})
     except ValidationError as e:
         raise _to_config_error(e, cls, file_s, field) from None
-    spec.bind_source(file_s, field)
+    spec.bind_source(file_s, field, base)
     return spec

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 
 from ..errors import ConfigError
-from .postprocess import postprocess, render_coarse_to_fine  # noqa: F401  (re-export)
+from .postprocess import postprocess
 
 #: A value that is either fixed or drawn per sample, uniformly from ``[lo, hi]``.
 FloatRange = float | tuple[float, float]
@@ -120,16 +121,20 @@ class LayoutSpec(BaseModel):
     #: Smallest allowed 4-connected region in px; smaller ones merge into their main neighbour.
     min_region: Annotated[int, Field(ge=0, strict=True)] = 0
 
-    #: Name used by the registry and in error messages; set by subclasses.
-    KIND: ClassVar[str] = ""
-
     _file: str | None = PrivateAttr(default=None)
     _field: str = PrivateAttr(default="layout")
+    _base_dir: Path | None = PrivateAttr(default=None)
 
-    def bind_source(self, file: str | None, field: str) -> None:
+    def bind_source(self, file: str | None, field: str, base_dir: Path | None = None) -> None:
         """Remember where this spec came from, so errors raised while generating can name it."""
         self._file = file
         self._field = field
+        self._base_dir = base_dir
+
+    @property
+    def base_dir(self) -> Path | None:
+        """Folder that relative paths in this layout resolve against (None: the working directory)."""
+        return self._base_dir
 
     # -- class references -------------------------------------------------
     def class_refs(self) -> list[tuple[str, str]]:

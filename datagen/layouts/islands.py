@@ -20,6 +20,8 @@ _HARMONICS = np.arange(2, 9, dtype=np.float64)
 # Deepest nesting followed (a -> b -> c ...); guards against cycles like a -> b -> a.
 _MAX_DEPTH = 4
 _SQUARE = np.ones((3, 3), dtype=bool)
+_THETA = _HARMONICS[:, None] * np.linspace(-math.pi, math.pi, _ANGLES, endpoint=False)[None, :]
+_COS, _SIN = np.cos(_THETA), np.sin(_THETA)
 
 
 class NestSpec(BaseModel):
@@ -45,9 +47,7 @@ def _outline(rng: np.random.Generator, radius: float, roughness: float) -> np.nd
     """
     a = rng.standard_normal((2, len(_HARMONICS))) / _HARMONICS
     a /= math.sqrt(float((1.0 / _HARMONICS**2).sum()))  # unit variance over angles
-    theta = np.linspace(-math.pi, math.pi, _ANGLES, endpoint=False)
-    ht = _HARMONICS[:, None] * theta[None, :]
-    wobble = a[0] @ np.cos(ht) + a[1] @ np.sin(ht)
+    wobble = a[0] @ _COS + a[1] @ _SIN
     return (radius * np.exp(roughness * wobble)).astype(np.float32)
 
 

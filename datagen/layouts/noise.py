@@ -108,28 +108,34 @@ def _subsample(fields: np.ndarray, target: int = 96) -> np.ndarray:
     return fields[:, ::sy, ::sx].reshape(fields.shape[0], -1)
 
 
-def calibrate_argmax(samples: np.ndarray, probs: np.ndarray, iters: int = 50, tol: float = 0.005) -> np.ndarray:
+def calibrate_argmax(samples: np.ndarray, probs: np.ndarray, sweeps: int = 20, tol: float = 0.005) -> np.ndarray:
     """Offsets ``b`` so that ``argmax(samples + b)`` picks class k for about ``probs[k]`` of samples.
 
     Why: independent fields per class with a plain argmax give every class
     the same area; shifting each field up or down sets the areas, and fitting
     the shifts on a subsample keeps every map close to the weights (within
     about ``tol`` plus subsampling error), not just the average over maps.
+    Coordinate-wise: class k wins a sample exactly when ``b[k]`` exceeds the
+    sample's margin ``max_j(s_j + b_j) - s_k``, so the quantile of the margins
+    sets its fraction exactly given the others; a few sweeps settle all of them.
+    (A gradient-style update oscillates when one big blob flips class at once.)
     """
     k, n = samples.shape
     b = np.zeros(k, dtype=np.float32)
     active = probs > 0
     b[~active] = -np.inf
-    if active.sum() <= 1:
+    act = np.flatnonzero(active)
+    if len(act) <= 1:
         return b
-    logp = np.log(probs[active])
-    floor = 0.5 / n
-    for _ in range(iters):
-        idx = np.argmax(samples + b[:, None], axis=0)
-        frac = np.bincount(idx, minlength=k)[active] / n
-        if np.abs(frac - probs[active]).max() < tol:
+    for _ in range(sweeps):
+        for c in act:
+            shifted = samples + b[:, None]
+            shifted[c] = -np.inf
+            b[c] = np.quantile(shifted.max(axis=0) - samples[c], probs[c])
+        b[act] -= b[act].mean()
+        frac = np.bincount(np.argmax(samples + b[:, None], axis=0), minlength=k) / n
+        if np.abs(frac - probs).max() < tol:
             break
-        b[active] += 0.7 * (logp - np.log(np.maximum(frac, floor))).astype(np.float32)
     return b
 
 

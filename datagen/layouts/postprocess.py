@@ -194,7 +194,7 @@ def remove_small_regions(labels: np.ndarray, min_area: int) -> np.ndarray:
     if min_area <= 1:
         return labels
     out = labels.copy()
-    for _ in range(64):
+    for _ in range(256):  # rounds; only maps of specks far below min_area need more than a few
         present = np.flatnonzero(np.bincount(out.ravel(), minlength=256))
         if len(present) < 2:
             return out
@@ -203,27 +203,31 @@ def remove_small_regions(labels: np.ndarray, min_area: int) -> np.ndarray:
         small[0] = False
         if not small.any():
             return out
-        if small[1:].all():  # nothing big to merge into: keep the largest region
+        forced = bool(small[1:].all())
+        if forced:  # nothing big to merge into: keep the largest region and grow it
             small[1 + int(np.argmax(sizes[1:]))] = False
         n = len(sizes)
+        cls_index = np.zeros(256, dtype=np.int64)
+        cls_index[present] = np.arange(len(present))
+        k = len(present)
         # Relabel so only small regions have non-zero ids, then count for each
         # small region the classes of the non-small pixels right next to it.
         small_id = np.where(small, np.arange(n), 0).astype(np.int32)[comp]
-        counts = np.zeros(n * 256, dtype=np.int64)
+        counts = np.zeros(n * k, dtype=np.int64)
         for a, b, c, d in _SHIFTS:
             src = small_id[a, b]
             nb = small_id[c, d]
             edge = (src > 0) & (nb == 0)
-            counts += np.bincount(src[edge].astype(np.int64) * 256 + out[c, d][edge], minlength=n * 256)
-        counts = counts.reshape(n, 256)
+            counts += np.bincount(src[edge].astype(np.int64) * k + cls_index[out[c, d][edge]], minlength=n * k)
+        counts = counts.reshape(n, k)
         has_nb = counts.sum(axis=1) > 0
-        target = counts.argmax(axis=1).astype(np.uint8)
+        target = present.astype(np.uint8)[counts.argmax(axis=1)]
         # Regions walled in by other small regions wait for the next round.
         move = small & has_nb
         if not move.any():
             return out
         out = np.where(move[small_id], target[small_id], out)
-        if (move == small).all():
+        if not forced and (move == small).all():
             # Each moved region now touches a big region of its new class,
             # and big regions never shrink, so no small region is left.
             return out

@@ -307,7 +307,10 @@ class VectorLibrary:
         tensor_path, yaml_path = d / VECTORS_FILE, d / SIDECAR_FILE
         if not yaml_path.exists() and not tensor_path.exists():
             raise ConfigError(f"not a vector library: no {SIDECAR_FILE} or {VECTORS_FILE} in this directory", file=d)
-        raw = load_yaml(yaml_path)
+        try:
+            raw = load_yaml(yaml_path)
+        except (UnicodeDecodeError, OSError) as e:
+            raise ConfigError(f"cannot read the library description: {e}", file=yaml_path) from None
         if not isinstance(raw, dict):
             raise ConfigError("expected a mapping (model, layer, channels, vectors: [...])", file=yaml_path)
         meta = parse_model(_SidecarModel, raw, file=yaml_path)

@@ -1,0 +1,190 @@
+"""Rendering: layouts painted into the generator's hidden layer, batched, on any device.
+
+For sample ``i`` of a run with seed ``s`` every random draw comes from its own
+stream (:mod:`datagen.seeding`): the layout from ``(s, i, "layout")``, the vector
+painted into each region from ``(s, i, "vectors")``, the generator's noise and
+conditioning vector from ``(s, i, "noise")``. A sample is therefore the same
+whichever batch, block, worker or machine renders it (on the same device type).
+
+What is painted and what is written
+-----------------------------------
+The layout is drawn at output resolution. Each connected region of a painted
+class gets one of the class's vectors. The region map is resized to the layer's
+size with centred nearest-neighbour sampling (layer cell (i, j) takes the label
+at the centre of the ``stride x stride`` output block it covers), and those
+cells are replaced by their vectors; cells of ``keep`` classes keep the
+generator's own activations. The written mask is, by default, the layout
+itself (``mask: layout``); ``mask: cells`` writes the painted cells instead
+(each layer cell's class repeated over its ``stride x stride`` block), which is
+exactly what was painted but blocky.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .models.generator import Generator
+from .models.hooks import LayerHook
+from .paint import KEEP, paint, resize_labels
+from .seeding import sample_rng, sample_torch_generator
+
+MaskMode = Literal["layout", "cells"]
+
+
+@dataclass(frozen=True)
+class PaintClass:
+    """One class of a recipe, resolved: its vectors (k, C) and their sampling weights (k,)."""
+
+    id: int
+    name: str
+    keep: bool = False
+    vectors: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.keep and (self.vectors is None or len(self.vectors) == 0):
+            raise ValueError(f"class {self.name!r} paints but has no vectors")
+
+
+@dataclass
+class PaintPlan:
+    """What to paint into one sample's layer: a slot map and the vector of each slot."""
+
+    labels: torch.Tensor  # (h, w) int64: slot index, or KEEP
+    vectors: torch.Tensor  # (slots, C)
+    alpha: torch.Tensor | None  # (h, w) blend weights, or None for hard painting
+
+
+class Renderer:
+    """Turns sample indices into (image, mask) pairs for one recipe and seed."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        classes: Sequence[PaintClass],
+        layout: Any,
+        *,
+        size: tuple[int, int],
+        seed: int,
+        layer: str | None = None,
+        soft_boundary: float = 0.0,
+        mask_mode: MaskMode = "layout",
+        precision: Literal["auto", "fp32", "fp16"] = "auto",
+    ) -> None:
+        self.generator = generator
+        self.classes = list(classes)
+        self.layout = layout
+        self.size = (int(size[0]), int(size[1]))
+        self.seed = int(seed)
+        self.layer = layer or generator.default_layer
+        generator.check_size(self.size)
+        self.layer_size = generator.layer_size(self.layer, self.size)
+        self.stride = (self.size[0] // self.layer_size[0], self.size[1] // self.layer_size[1])
+        channels = generator.layer(self.layer).channels
+        for c in self.classes:
+            if c.vectors is not None and c.vectors.shape[-1] != channels:
+                raise ValueError(f"class {c.name!r}: vectors have {c.vectors.shape[-1]} channels, layer {self.layer!r} has {channels}")
+        if not 0.0 <= soft_boundary <= 1.0:
+            raise ValueError(f"soft_boundary must be in [0, 1], got {soft_boundary}")
+        self.soft_boundary = soft_boundary
+        self.mask_mode = mask_mode
+        self.class_ids: Mapping[str, int] = {c.name: c.id for c in self.classes}
+        self._by_id = {c.id: c for c in self.classes}
+        self.precision = precision
+
+    # ---- layout -------------------------------------------------------------
+    def make_layout(self, index: int) -> np.ndarray:
+        """The (H, W) uint8 class-id map of sample ``index``."""
+        m = self.layout.generate(sample_rng(self.seed, index, "layout"), self.size, self.class_ids)
+        return np.ascontiguousarray(m, dtype=np.uint8)
+
+    def plan(self, index: int, layout: np.ndarray) -> PaintPlan:
+        """Assign a vector to every painted region and map regions onto layer cells."""
+        rng = sample_rng(self.seed, index, "vectors")
+        region_map = np.full(layout.shape, -1, dtype=np.int64)
+        slot_vectors: list[torch.Tensor] = []
+        for cid in np.unique(layout):
+            cls = self._by_id.get(int(cid))
+            if cls is None:
+                raise ValueError(f"layout produced class id {int(cid)}, which is not in the recipe")
+            if cls.keep:
+                continue
+            comps, n = ndimage.label(layout == cid)
+            w = cls.weights.double().numpy() if cls.weights is not None else np.ones(len(cls.vectors))
+            choice = rng.choice(len(cls.vectors), size=n, p=w / w.sum())
+            base = len(slot_vectors)
+            region_map[comps > 0] = comps[comps > 0] - 1 + base
+            slot_vectors.extend(cls.vectors[choice])
+        labels = resize_labels(torch.from_numpy(region_map), self.layer_size)
+        vectors = torch.stack(slot_vectors) if slot_vectors else torch.zeros(1, self.generator.layer(self.layer).channels)
+        alpha = self._boundary_alpha(labels) if self.soft_boundary > 0 else None
+        return PaintPlan(labels, vectors, alpha)
+
+    def _boundary_alpha(self, labels: torch.Tensor) -> torch.Tensor:
+        """Cells next to a different label are blended: (1 - soft_boundary) vector, rest original."""
+        padded = torch.nn.functional.pad(labels[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0]
+        c = padded[1:-1, 1:-1]
+        edge = (padded[:-2, 1:-1] != c) | (padded[2:, 1:-1] != c) | (padded[1:-1, :-2] != c) | (padded[1:-1, 2:] != c)
+        return torch.where(edge, 1.0 - self.soft_boundary, 1.0)
+
+    def cells_mask(self, layout: np.ndarray) -> np.ndarray:
+        """The class of each painted layer cell, repeated over its output block."""
+        cells = resize_labels(torch.from_numpy(layout.astype(np.int64)), self.layer_size).numpy()
+        return np.repeat(np.repeat(cells, self.stride[0], 0), self.stride[1], 1).astype(np.uint8)
+
+    # ---- rendering ----------------------------------------------------------
+    def _autocast(self) -> Any:
+        dev = self.generator.device
+        if dev.type == "cuda" and self.precision in ("auto", "fp16"):
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def render(self, indices: Sequence[int], layouts: np.ndarray) -> np.ndarray:
+        """Images (B, H, W, 3) uint8 for the given indices and their layouts."""
+        plans = [self.plan(i, lay) for i, lay in zip(indices, layouts)]
+        n = len(plans)
+        slots = max(p.vectors.shape[0] for p in plans)
+        c = plans[0].vectors.shape[1]
+        vectors = torch.zeros(n, slots, c)
+        for k, p in enumerate(plans):
+            vectors[k, : p.vectors.shape[0]] = p.vectors
+        labels = torch.stack([p.labels for p in plans])
+        alpha = torch.stack([p.alpha if p.alpha is not None else torch.ones(self.layer_size) for p in plans]) if self.soft_boundary > 0 else None
+        dev = self.generator.device
+        labels, vectors = labels.to(dev), vectors.to(dev)
+        alpha = alpha.to(dev) if alpha is not None else None
+        inputs = self.generator.sample_inputs([sample_torch_generator(self.seed, i, "noise") for i in indices], self.size)
+
+        def edit(act: torch.Tensor) -> torch.Tensor:
+            return paint(act, labels, vectors, alpha)
+
+        with torch.inference_mode(), self._autocast(), LayerHook(self.generator.module, self.layer, edit=edit, record=False):
+            images = self.generator.forward(inputs)
+        return to_uint8(images)
+
+    def __call__(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(images (B, H, W, 3), masks (B, H, W)) uint8 for ``indices``."""
+        layouts = np.stack([self.make_layout(i) for i in indices])
+        images = self.render(indices, layouts)
+        masks = np.stack([self.cells_mask(l) for l in layouts]) if self.mask_mode == "cells" else layouts
+        return images, masks
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 on the CPU."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def render_plain(generator: Generator, indices: Sequence[int], size: tuple[int, int], seed: int) -> np.ndarray:
+    """The generator's own output for the same per-sample inputs, without painting (baseline)."""
+    inputs = generator.sample_inputs([sample_torch_generator(seed, i, "noise") for i in indices], size)
+    with torch.inference_mode():
+        return to_uint8(generator.forward(inputs))

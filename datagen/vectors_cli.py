@@ -1,0 +1,144 @@
+"""``datagen vectors ...``: extract, score, show and label activation-vector libraries."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import DatagenError
+
+
+def _load(lib_dir: str, model: str | None, device: str | None):  # type: ignore[no-untyped-def]
+    from .models import load_generator
+    from .vectors import VectorLibrary
+
+    lib = VectorLibrary.load(lib_dir)
+    gen = load_generator(model or lib.model, device)
+    if gen.layer(lib.layer).channels != lib.channels:
+        raise DatagenError(f"{lib_dir}: vectors have {lib.channels} channels, layer {lib.layer!r} of {model or lib.model} has {gen.layer(lib.layer).channels}")
+    return lib, gen
+
+
+def cmd_extract(a: argparse.Namespace) -> int:
+    from .models import load_generator
+    from .vectors import cluster_library, extract_vectors
+
+    gen = load_generator(a.model, a.device)
+    per_image = "all" if a.per_image == "all" else int(a.per_image)
+    lib = extract_vectors(gen, a.layer, a.num_images, size=a.size, seed=a.seed, per_image=per_image,
+                          batch_size=a.batch_size, progress=not a.quiet, model_spec=a.model)
+    if a.clusters:
+        cluster_library(lib, a.clusters, seed=a.seed)
+    path = lib.save(a.out)
+    print(f"{len(lib)} vectors of layer {lib.layer} ({lib.channels} channels) -> {path}")
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from .vectors import score_library
+
+    lib, gen = _load(a.library, a.model, a.device)
+    scores = score_library(lib, gen, extractor_spec=a.extractor, extractor_layer=a.extractor_layer, grid=a.grid,
+                           seeds=a.seeds, size=a.size, batch_size=a.batch_size, progress=not a.quiet)
+    lib.save(a.library)
+    thr = (lib.tileability or {}).get("threshold")
+    n_tile = int((scores >= thr).sum()) if thr is not None else "?"
+    print(f"scored {len(scores)} vectors: min {scores.min():.3f}, median {scores.median():.3f}, max {scores.max():.3f}; "
+          f"threshold {thr if thr is None else round(thr, 3)} -> {n_tile} tileable")
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    import torch
+
+    from .vectors import contact_sheet, html_report, vector_caption, visualize
+
+    lib, gen = _load(a.library, a.model, a.device)
+    ids = [int(i) for i in a.ids] if a.ids else list(lib.ids)
+    if a.top:
+        scored = [i for i in ids if lib.record(i).tileability is not None]
+        if not scored:
+            raise DatagenError(f"{a.library}: --top needs tileability scores; run `datagen vectors score {a.library}` first")
+        ids = sorted(scored, key=lambda i: -lib.record(i).tileability)[: a.top]
+    vecs = lib.get(ids)
+    kw = dict(seeds=a.seeds, size=a.size, batch_size=a.batch_size, progress=not a.quiet)
+    full = visualize(gen, vecs, lib.layer, mode="full", **kw)
+    grid = visualize(gen, vecs, lib.layer, mode="grid", grid=a.grid, **kw)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    captions = [vector_caption(lib, i) for i in ids]
+    # one row per vector: full-replace renders, then grid-replace renders
+    pairs = torch.cat([full, grid], dim=1)
+    contact_sheet(pairs, captions, out / "contact_sheet.png", columns=pairs.shape[1])
+    thr = (lib.tileability or {}).get("threshold")
+    html_report(lib, full, grid, out / "report.html", ids=ids, threshold=thr)
+    print(f"{out / 'contact_sheet.png'}\n{out / 'report.html'}")
+    return 0
+
+
+def cmd_label(a: argparse.Namespace) -> int:
+    from .vectors import VectorLibrary
+
+    lib = VectorLibrary.load(a.library)
+    ids = [int(i) for i in a.ids or []]
+    if a.cluster is not None:
+        ids += [r.id for r in lib.records if r.cluster == a.cluster]
+    if a.top_tileable is not None:
+        pool = [r for r in lib.records if r.tileability is not None and (not ids or r.id in ids)]
+        ids = [r.id for r in sorted(pool, key=lambda r: -r.tileability)[: a.top_tileable]]
+    if not ids:
+        raise DatagenError("nothing to label: give --ids and/or --cluster")
+    lib.set_label(ids, None if a.name == "-" else a.name)
+    lib.save(a.library)
+    print(f"labelled {len(ids)} vectors {a.name!r}: {ids}")
+    return 0
+
+
+def add_vector_commands(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("vectors", help="activation-vector libraries: extract, score, show, label")
+    vs = v.add_subparsers(dest="vectors_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser, model_required: bool = False) -> None:
+        p.add_argument("--model", required=model_required, default=None if not model_required else None,
+                       help="generator spec (default: the library's model)" if not model_required else "generator spec, e.g. builtin:tissue-small")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--size", type=int, default=None, help="render size in px (default: a size the model supports)")
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--quiet", action="store_true")
+
+    e = vs.add_parser("extract", help="sample images and collect activation vectors at a layer")
+    common(e, model_required=True)
+    e.add_argument("--layer", default=None, help="layer name (default: the model's paint layer)")
+    e.add_argument("--num-images", type=int, default=64)
+    e.add_argument("--per-image", default="8", help="random pixels per image, or 'all'")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--clusters", type=int, default=0, help="k-means (cosine) clusters to propose prototypes")
+    e.add_argument("--out", required=True, help="library directory")
+    e.set_defaults(func=cmd_extract)
+
+    s = vs.add_parser("score", help="tileability: full vs grid replace, compared by a feature extractor")
+    s.add_argument("library")
+    common(s)
+    s.add_argument("--extractor", default="efficientnet-lite0")
+    s.add_argument("--extractor-layer", default=None)
+    s.add_argument("--grid", type=int, default=2)
+    s.add_argument("--seeds", type=int, default=4)
+    s.set_defaults(func=cmd_score)
+
+    w = vs.add_parser("show", help="contact sheet (PNG) and self-contained HTML report")
+    w.add_argument("library")
+    common(w)
+    w.add_argument("--out", required=True, help="folder for contact_sheet.png and report.html")
+    w.add_argument("--ids", nargs="*", help="vector ids (default: all)")
+    w.add_argument("--top", type=int, default=None, help="only the N most tileable")
+    w.add_argument("--grid", type=int, default=2)
+    w.add_argument("--seeds", type=int, default=2)
+    w.set_defaults(func=cmd_show)
+
+    lb = vs.add_parser("label", help="name vectors as a tissue class (or '-' to clear)")
+    lb.add_argument("library")
+    lb.add_argument("--name", required=True)
+    lb.add_argument("--ids", nargs="*")
+    lb.add_argument("--cluster", type=int, default=None, help="all vectors of this cluster")
+    lb.add_argument("--top-tileable", type=int, default=None, help="only the N most tileable of the selection")
+    lb.set_defaults(func=cmd_label)
