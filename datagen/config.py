@@ -51,6 +51,8 @@ def describe_validation_error(err: dict[str, Any]) -> str:
         return "unknown field"
     if err.get("type") == "missing":
         return "required field is missing"
+    if err.get("type") == "value_error":  # our validators' messages already say what they got
+        return str(msg).removeprefix("Value error, ")
     inp = err.get("input")
     if inp is not None and err.get("type") not in ("missing",):
         shown = repr(inp)

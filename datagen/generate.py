@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import apply_augment
-from .errors import ConfigError
+from .errors import ConfigError, DatagenError
 from .models.generator import Generator
 from .models.registry import load_generator
 from .recipe import Recipe, load_recipe, resolve_class_vectors
@@ -200,7 +200,10 @@ def generate(
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size)
     t0 = time.perf_counter()
-    writer = open_writer(format, out, job.info, resume=resume, shard_index=shard_index, num_shards=num_shards)
+    try:
+        writer = open_writer(format, out, job.info, resume=resume, shard_index=shard_index, num_shards=num_shards)
+    except DatagenError as e:  # the writer says what is wrong with the path; name the option that gave it
+        raise (ConfigError(str(e), field="--out") if isinstance(e, ConfigError) else DatagenError(f"--out: {e}")) from None
     try:
         done = writer.completed_blocks()
         mine = [r.start // job.info.block_size for r in blocks_for_worker(job.info, shard_index, num_shards)]

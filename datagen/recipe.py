@@ -28,9 +28,6 @@ and the vector library live in :meth:`Recipe.validate_against`. Typical use::
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 import math
 import os
 import re
@@ -40,8 +37,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from .augment import build_augment
 from .config import describe_validation_error, field_path, load_yaml
 from .errors import ConfigError, DatagenError
+from .layouts import LAYOUT_KINDS, parse_layout
 
 if TYPE_CHECKING:  # no runtime import: keeps recipe loading light and free of cycles
     from .models.generator import Generator
@@ -264,8 +263,7 @@ class Recipe(BaseModel):
         not give them gets ``{class name: class weight}`` of every recipe class."""
         data = self.layout
         if isinstance(data, dict) and "classes" not in data:
-            kinds = _optional_attr("datagen.layouts", "LAYOUT_KINDS") or {}
-            cls = kinds.get(data.get("kind")) if isinstance(data.get("kind"), str) else None
+            cls = LAYOUT_KINDS.get(data.get("kind")) if isinstance(data.get("kind"), str) else None
             if cls is not None and "classes" in getattr(cls, "model_fields", {}):
                 data = {**data, "classes": {c.name: c.weight for c in self.classes}}
         return data
@@ -274,10 +272,7 @@ class Recipe(BaseModel):
         """The layout as datagen.layouts parses it (the raw data when that module is absent),
         checked against the recipe's class names."""
         if self._layout is None and self.layout is not None:
-            fn = _optional_attr("datagen.layouts", "parse_layout")
-            if fn is None:
-                return self.layout_data()
-            spec = _call_validator(fn, self.layout_data(), file=self._file, field="layout", base_dir=self._base_dir)
+            spec = _as_config_error(parse_layout, self.layout_data(), file=self._file, field="layout", base_dir=self._base_dir)
             check = getattr(spec, "check_classes", None)
             if callable(check):
                 try:
@@ -290,9 +285,7 @@ class Recipe(BaseModel):
     def augmentation(self) -> Any:
         """The augmentation pipeline as datagen.augment builds it (raw list when absent/empty)."""
         if self._augment is None and self.augment:
-            fn = _optional_attr("datagen.augment", "build_augment")
-            self._augment = self.augment if fn is None else _call_validator(
-                fn, self.augment, file=self._file, field="augment", base_dir=self._base_dir)
+            self._augment = _as_config_error(build_augment, self.augment, file=self._file, field="augment")
         return self._augment if self._augment is not None else self.augment
 
     # -- checks against the model and the library --------------------------------
@@ -425,30 +418,14 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     return recipe
 
 
-def _optional_attr(module: str, name: str) -> Any:
-    """``module.name`` if that module exists and defines it, else None."""
+def _as_config_error(fn: Any, data: Any, *, file: Path | None, field: str, **kwargs: Any) -> Any:
+    """Call a companion parser; a plain ValueError from it still names the file and field."""
     try:
-        if importlib.util.find_spec(module) is None:
-            return None
-    except (ImportError, ValueError):
-        return None
-    return getattr(importlib.import_module(module), name, None)
-
-
-def _call_validator(fn: Any, data: Any, **kwargs: Any) -> Any:
-    """Call a companion module's parser with the keyword arguments it accepts."""
-    try:
-        params = inspect.signature(fn).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in params}
-    except (TypeError, ValueError):
-        pass
-    try:
-        return fn(data, **kwargs)
+        return fn(data, file=file, field=field, **kwargs)
     except DatagenError:
         raise
     except ValueError as e:
-        raise ConfigError(str(e), file=kwargs.get("file"), field=kwargs.get("field")) from None
+        raise ConfigError(str(e), file=file, field=field) from None
 
 
 def _same_model(library_model: str, recipe_model: str, base_dir: Path) -> bool:

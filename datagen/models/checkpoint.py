@@ -49,11 +49,20 @@ def save_generator(
     model: DigipathUNet,
     conditioning: torch.Tensor | None = None,
     meta: dict[str, Any] | None = None,
+    *,
+    weights_dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write ``model`` (and its conditioning library) as a checkpoint directory."""
+    """Write ``model`` (and its conditioning library) as a checkpoint directory.
+
+    ``weights_dtype=torch.float16`` halves the file for shipping; loading casts back
+    to the model's float32 parameters.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    _atomic_save_file(model.state_dict(), d / WEIGHTS_NAME)
+    state = model.state_dict()
+    if weights_dtype is not None:
+        state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
+    _atomic_save_file(state, d / WEIGHTS_NAME)
     if conditioning is not None:
         _atomic_save_file({"vectors": conditioning.float()}, d / CONDITIONING_NAME)
     _atomic_write_json(d / CONFIG_NAME, {

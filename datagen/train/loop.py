@@ -90,6 +90,17 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def compact_state(state_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """A resumable snapshot without optimiser moments (less than half the size), for committing."""
+    st = torch.load(state_path, weights_only=False, map_location="cpu")
+    st.pop("opt_g", None)
+    st.pop("opt_d", None)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_torch_save(st, out)
+    return out
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True) -> Path:
     """Train (or continue training) a digipath UNet; returns the checkpoint directory."""
     out = Path(out)
@@ -133,7 +144,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     if resume:
         st = torch.load(state_path, weights_only=False, map_location="cpu")
         G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"]); D.load_state_dict(st["D"])
-        opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
+        if "opt_g" in st and "opt_d" in st:
+            opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
+        else:  # a compact snapshot (see compact_state): Adam's moments re-warm in a few steps
+            print(f"{state_path}: no optimiser state; continuing with fresh Adam moments")
         step, nimg, wall = st["step"], st["nimg"], st.get("wall_s", 0.0)
         sampler.set_state(st["sampler"])
         aug_gen.set_state(st["aug_gen"]); noise_gen.set_state(st["noise_gen"])
