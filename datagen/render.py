@@ -98,6 +98,7 @@ class Renderer:
         self.class_ids: Mapping[str, int] = {c.name: c.id for c in self.classes}
         self._by_id = {c.id: c for c in self.classes}
         self.precision = precision
+        self._centres: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
 
     # ---- layout -------------------------------------------------------------
     def make_layout(self, index: int) -> np.ndarray:
@@ -106,11 +107,20 @@ class Renderer:
         return np.ascontiguousarray(m, dtype=np.uint8)
 
     def plan(self, index: int, layout: np.ndarray) -> PaintPlan:
-        """Assign a vector to every painted region and map regions onto layer cells."""
+        """Assign a vector to every painted region and map regions onto layer cells.
+
+        Regions are connected components at output resolution; only the label at
+        each layer cell's centre matters for painting (the centred nearest
+        resize), so component ids are read at those centres instead of building
+        and resizing a full-resolution region map.
+        """
         rng = sample_rng(self.seed, index, "vectors")
-        region_map = np.full(layout.shape, -1, dtype=np.int64)
+        ys, xs = self._cell_centres(layout.shape)
+        labels = np.full(self.layer_size, KEEP, dtype=np.int64)
         slot_vectors: list[torch.Tensor] = []
-        for cid in np.unique(layout):
+        slots = 0
+        present = np.flatnonzero(np.bincount(layout.ravel(), minlength=256)) if layout.dtype == np.uint8 else np.unique(layout)
+        for cid in present:
             cls = self._by_id.get(int(cid))
             if cls is None:
                 raise ValueError(f"layout produced class id {int(cid)}, which is not in the recipe")
@@ -119,13 +129,26 @@ class Renderer:
             comps, n = ndimage.label(layout == cid)
             w = cls.weights.double().numpy() if cls.weights is not None else np.ones(len(cls.vectors))
             choice = rng.choice(len(cls.vectors), size=n, p=w / w.sum())
-            base = len(slot_vectors)
-            region_map[comps > 0] = comps[comps > 0] - 1 + base
-            slot_vectors.extend(cls.vectors[choice])
-        labels = resize_labels(torch.from_numpy(region_map), self.layer_size)
-        vectors = torch.stack(slot_vectors) if slot_vectors else torch.zeros(1, self.generator.layer(self.layer).channels)
-        alpha = self._boundary_alpha(labels) if self.soft_boundary > 0 else None
-        return PaintPlan(labels, vectors, alpha)
+            at = comps[ys[:, None], xs[None, :]]
+            hit = at > 0
+            labels[hit] = at[hit] - 1 + slots
+            slot_vectors.append(cls.vectors[choice])
+            slots += n
+        labels_t = torch.from_numpy(labels)
+        vectors = torch.cat(slot_vectors) if slots else torch.zeros(1, self.generator.layer(self.layer).channels)
+        alpha = self._boundary_alpha(labels_t) if self.soft_boundary > 0 else None
+        return PaintPlan(labels_t, vectors, alpha)
+
+    def _cell_centres(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column (output pixels) that each layer cell samples: resize_labels' centred nearest."""
+        key = tuple(shape)
+        cached = self._centres.get(key)
+        if cached is None:
+            h, w = key
+            ys = resize_labels(torch.arange(h).view(h, 1), (self.layer_size[0], 1))[:, 0].numpy()
+            xs = resize_labels(torch.arange(w).view(1, w), (1, self.layer_size[1]))[0].numpy()
+            cached = self._centres[key] = (ys, xs)
+        return cached
 
     def _boundary_alpha(self, labels: torch.Tensor) -> torch.Tensor:
         """Cells next to a different label are blended: (1 - soft_boundary) vector, rest original."""
@@ -146,9 +169,17 @@ class Renderer:
             return torch.autocast("cuda", dtype=torch.float16)
         return nullcontext()
 
-    def render(self, indices: Sequence[int], layouts: np.ndarray) -> np.ndarray:
-        """Images (B, H, W, 3) uint8 for the given indices and their layouts."""
-        plans = [self.plan(i, lay) for i, lay in zip(indices, layouts)]
+    def render(self, indices: Sequence[int], layouts: np.ndarray, plans: Sequence[PaintPlan] | None = None) -> np.ndarray:
+        """Images (B, H, W, 3) uint8 for the given indices and their layouts.
+
+        ``plans`` (from :meth:`plan`, one per index) may be computed ahead, e.g. on
+        the thread that draws the layouts, to keep that CPU work off the device's
+        critical path; by default they are computed here.
+        """
+        if plans is None:
+            plans = [self.plan(i, lay) for i, lay in zip(indices, layouts)]
+        elif len(plans) != len(indices):
+            raise ValueError(f"render: {len(plans)} plans for {len(indices)} indices")
         n = len(plans)
         slots = max(p.vectors.shape[0] for p in plans)
         c = plans[0].vectors.shape[1]

@@ -1,0 +1,238 @@
+"""Realism benchmark: Fréchet distance (FID's formula, EfficientNet-Lite0 features) of a generator.
+
+    python benchmarks/realism.py --model runs/tissue-small/checkpoint \\
+        --train-config training/tissue-small/train.yaml --num 512 --size 96 --json
+
+Reports three Fréchet distances, all against the same reference set A of real crops:
+
+* ``fd_generated_vs_real``  the model's plain samples (no painting) vs real set A;
+* ``fd_real_vs_real``       real set B vs real set A: the floor. Two disjoint draws of N
+  crops from the same images; FD is biased upwards at finite N, so this is what a
+  perfect generator would score at this N;
+* ``fd_untrained_vs_real``  the same architecture with freshly initialised weights (what
+  training starts from), same conditioning library, same noise: the ceiling.
+
+and ``relative`` = (generated - floor) / (ceiling - floor): 0 is as good as real
+data, 1 is no better than the untrained network.
+
+Real crops come from the training config's data through the training sampler
+(:class:`datagen.train.data.CropSampler`: area-weighted random positions, crops
+that are mostly glass or scanner border skipped, sources rescaled by their
+``scale``). Sets A and B come from independent random streams, so they are
+disjoint *draws*, but the training data is a few small images, so crops of A and
+B (and the crops the model was trained on) can overlap in pixels. The floor is
+therefore slightly optimistic, and the benchmark measures fit to the training
+distribution, not generalisation to unseen slides.
+
+Generated images are made at the crop size (the UNet is fully convolutional) with
+the per-sample seeding of ``datagen generate`` (sample ``i`` of ``--seed``), each
+drawing its conditioning vector from the checkpoint's conditioning library, and
+quantised to uint8 like real crops. Features: the pooled 1280-d ``head`` of
+EfficientNet-Lite0, images resized to 224 px (``--feature-size``); see
+:mod:`datagen.metrics`. Numbers are comparable only at the same N, size, feature
+size and extractor — not with published FID values.
+
+With ``--num 256`` it runs in a few minutes on 2 CPU cores; ``--quick`` is a smoke
+run (16 images, features at the crop size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # runnable as a script from a checkout without installing
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from datagen import __version__  # noqa: E402
+from datagen.errors import DatagenError  # noqa: E402
+from datagen.metrics import FD_EXTRACTOR, FD_INPUT_SIZE, FD_LAYER, extract_features, frechet_distance, realism_extractor  # noqa: E402
+from datagen.models import DEFAULT_MODEL, DigipathGenerator, DigipathUNet, load_generator  # noqa: E402
+from datagen.models.generator import Generator  # noqa: E402
+from datagen.render import render_plain  # noqa: E402
+from datagen.train import TrainConfig, load_train_config  # noqa: E402
+from datagen.train.data import CropSampler  # noqa: E402
+
+DEFAULT_TRAIN_CONFIG = REPO / "training" / "tissue-small" / "train.yaml"
+QUICK_NUM = 16
+
+
+def real_sets(cfg: TrainConfig, size: int, num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Two disjoint draws (independent random streams) of ``num`` real crops, (N, 3, size, size) in [-1, 1]."""
+    sources = [(s.path, s.scale) for s in cfg.data]
+    sampler = CropSampler(sources, size, max_background=cfg.max_background, seed=0)
+    sets = []
+    for k in (0, 1):
+        sampler.rng = np.random.default_rng([seed, k, 0x7EA1])  # stream k: set A (0) or B (1)
+        sets.append(sampler.sample(num))
+    info = {"sources": [{"path": str(p), "scale": s} for p, s in sources], "max_background": cfg.max_background,
+            "streams": [[seed, 0], [seed, 1]], "training_crop": cfg.crop}
+    return sets[0], sets[1], info
+
+
+def untrained_copy(gen: Generator, seed: int) -> Generator | None:
+    """The same architecture with fresh (training-start) weights and the same conditioning library."""
+    if not isinstance(gen, DigipathGenerator):
+        return None
+    torch.manual_seed(seed)
+    module = DigipathUNet(gen.module.config).to(gen.device)
+    return DigipathGenerator(module, gen.conditioning, name=f"{gen.name} (untrained)")
+
+
+def generated(gen: Generator, num: int, size: int, seed: int, batch: int) -> torch.Tensor:
+    """Plain samples 0..num-1 of ``seed`` (as ``datagen generate`` seeds them), uint8-quantised, in [-1, 1]."""
+    out = []
+    for i in range(0, num, batch):
+        u8 = render_plain(gen, list(range(i, min(num, i + batch))), (size, size), seed)
+        out.append(torch.from_numpy(u8).permute(0, 3, 1, 2).float().div(127.5).sub(1.0))
+    return torch.cat(out)
+
+
+def run(args: argparse.Namespace) -> dict:
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 2)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    cfg = load_train_config(args.train_config)
+    size = args.size or cfg.crop
+    num = args.num if args.num is not None else (QUICK_NUM if args.quick else 512)
+    feature_size = args.feature_size
+    if feature_size is None:
+        feature_size = 0 if args.quick else FD_INPUT_SIZE
+    if num < 2:
+        raise DatagenError(f"--num must be at least 2 (a covariance needs two samples), got {num}")
+
+    t0 = time.perf_counter()
+    gen = load_generator(args.model, args.device)
+    try:
+        gen.check_size((size, size))
+    except ValueError as e:
+        raise DatagenError(f"--size: {e}") from None
+    lap("load_model", t0)
+
+    t0 = time.perf_counter()
+    real_a, real_b, real_info = real_sets(cfg, size, num, args.seed)
+    lap("real_crops", t0)
+
+    t0 = time.perf_counter()
+    fake = generated(gen, num, size, args.seed, args.batch)
+    lap("generate", t0)
+    t0 = time.perf_counter()
+    base = untrained_copy(gen, args.seed)
+    fake0 = generated(base, num, size, args.seed, args.batch) if base is not None else None
+    lap("generate_untrained", t0)
+
+    t0 = time.perf_counter()
+    ex = realism_extractor(FD_LAYER, device=gen.device)
+    kw = dict(batch_size=args.batch, input_size=feature_size or None)
+    f_a = extract_features(real_a, ex, **kw)
+    f_b = extract_features(real_b, ex, **kw)
+    f_g = extract_features(fake, ex, **kw)
+    f_0 = extract_features(fake0, ex, **kw) if fake0 is not None else None
+    lap("features", t0)
+
+    t0 = time.perf_counter()
+    fd_gen = frechet_distance(f_g, f_a)
+    floor = frechet_distance(f_b, f_a)
+    ceiling = frechet_distance(f_0, f_a) if f_0 is not None else None
+    lap("frechet", t0)
+    relative = None
+    if ceiling is not None and ceiling > floor:
+        relative = (fd_gen - floor) / (ceiling - floor)
+
+    meta = {}
+    cfg_json = Path(args.model) / "config.json"
+    if cfg_json.is_file():
+        meta = {k: v for k, v in json.loads(cfg_json.read_text()).get("meta", {}).items()
+                if k in ("name", "step", "kimg", "wall_time_s", "crop")}
+    return {
+        "benchmark": "realism",
+        "model": args.model,
+        "model_meta": meta,
+        "train_config": str(args.train_config),
+        "num": num,
+        "size": size,
+        "seed": args.seed,
+        "feature_extractor": FD_EXTRACTOR,
+        "feature_layer": FD_LAYER,
+        "feature_dim": int(f_a.shape[1]),
+        "feature_input_size": feature_size or "native",
+        "fd_generated_vs_real": fd_gen,
+        "fd_real_vs_real": floor,
+        "fd_untrained_vs_real": ceiling,
+        "relative": relative,
+        "reference_set": "real A; floor = real B vs real A (disjoint draws, pixels may overlap)",
+        "real_sets": real_info,
+        "quick": bool(args.quick),
+        "device": str(gen.device),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "datagen_version": __version__,
+        "host": platform.node(),
+        "timings_s": timings,
+        "wall_time_s": round(time.perf_counter() - t_start, 2),
+    }
+
+
+def format_report(r: dict) -> str:
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    at = "the crop size" if r["feature_input_size"] == "native" else f"{r['feature_input_size']} px"
+
+    lines = [
+        f"realism of {r['model']}  (N={r['num']}, {r['size']} px, seed {r['seed']}; "
+        f"{r['feature_extractor']} {r['feature_layer']} ({r['feature_dim']}-d) at {at})",
+        f"  FD generated vs real   {f(r['fd_generated_vs_real'])}",
+        f"  FD real vs real        {f(r['fd_real_vs_real'])}   (floor at this N)",
+        f"  FD untrained vs real   {f(r['fd_untrained_vs_real'])}   (ceiling)",
+        f"  relative               {f(r['relative'])}   (0 = like real data, 1 = like the untrained net)",
+        f"  wall time {r['wall_time_s']:.1f} s  " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_s"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="generator spec: builtin:NAME or a checkpoint directory")
+    p.add_argument("--train-config", default=str(DEFAULT_TRAIN_CONFIG), help="training YAML whose data gives the real crops")
+    p.add_argument("--num", type=int, default=None, help="images per set (default 512; 16 with --quick)")
+    p.add_argument("--size", type=int, default=None, help="crop / generation size in px (default: the config's crop)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--feature-size", type=int, default=None,
+                   help=f"resize to this before feature extraction (default {FD_INPUT_SIZE}; 0 = at the crop size; "
+                        "--quick: 0)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quick", action="store_true", help="smoke run: 16 images per set, features at crop size")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except (DatagenError, ValueError, FileNotFoundError) as e:
+        print(f"realism: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
