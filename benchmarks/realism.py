@@ -63,18 +63,19 @@ from datagen.train.data import CropSampler  # noqa: E402
 
 DEFAULT_TRAIN_CONFIG = REPO / "training" / "tissue-small" / "train.yaml"
 QUICK_NUM = 16
+_REAL_STREAM = 0x7EA1  # numpy seed [seed, set, this] draws real set A (0) / B (1)
 
 
 def real_sets(cfg: TrainConfig, size: int, num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Two disjoint draws (independent random streams) of ``num`` real crops, (N, 3, size, size) in [-1, 1]."""
     sources = [(s.path, s.scale) for s in cfg.data]
     sampler = CropSampler(sources, size, max_background=cfg.max_background, seed=0)
-    sets = []
-    for k in (0, 1):
-        sampler.rng = np.random.default_rng([seed, k, 0x7EA1])  # stream k: set A (0) or B (1)
+    sets, streams = [], [[seed, k, _REAL_STREAM] for k in (0, 1)]  # set A, set B
+    for entropy in streams:
+        sampler.rng = np.random.default_rng(entropy)
         sets.append(sampler.sample(num))
     info = {"sources": [{"path": str(p), "scale": s} for p, s in sources], "max_background": cfg.max_background,
-            "streams": [[seed, 0], [seed, 1]], "training_crop": cfg.crop}
+            "rng_seeds": streams, "training_crop": cfg.crop}
     return sets[0], sets[1], info
 
 

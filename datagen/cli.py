@@ -23,7 +23,11 @@ EXIT_INTERRUPTED = 130
 
 def cmd_generate(a: argparse.Namespace) -> int:
     if a.engine == "ray":
-        from .engines.ray import generate_ray
+        try:
+            from .engines.ray import generate_ray
+        except ImportError as e:  # the engine module or the ray package itself
+            raise DatagenError(f"--engine ray is not available here ({e}); install ray (pip install ray) "
+                               "or use --engine local") from None
 
         report = generate_ray(a.recipe, a.out, num=a.num, seed=a.seed, format=a.format, device=a.device,
                               batch_size=a.batch_size, block_size=a.block_size, resume=a.resume,

@@ -198,6 +198,12 @@ def generate(
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if block_size < 1:
+        raise ValueError(f"--block-size must be at least 1, got {block_size}")
+    if num_shards < 1:
+        raise ValueError(f"--num-shards must be at least 1, got {num_shards}")
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard-index must be in 0..{num_shards - 1} (with --num-shards {num_shards}), got {shard_index}")
     job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size)
     t0 = time.perf_counter()
     try:

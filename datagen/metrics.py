@@ -11,7 +11,9 @@ Features: the 1280-channel ``head`` of EfficientNet-Lite0 (the last feature map
 before the classifier: 1x1 conv + BN + swish), spatially mean-pooled. That is
 the layer analogous to Inception's 2048-d ``pool3`` that FID uses. Images are
 resized to the network's native 224 px first (as FID resizes to 299), unless a
-caller asks for another size. Statistics and the matrix square root are float64.
+caller asks for another size. Everything after the extractor is float64, and
+tr((S_a S_b)^(1/2)) is exact for the singular covariances of N < D samples (the
+nuclear norm of the centred features' N x M cross-product; see :func:`frechet_distance`).
 
 Typical use::
 
@@ -109,8 +111,10 @@ def extract_features(
     return torch.cat(out).numpy()
 
 
-def feature_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and unbiased covariance (D, D) of features (N, D), float64."""
+def _as_features(feats: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(N, D) float64, N >= 2, finite."""
+    if isinstance(feats, torch.Tensor):
+        feats = feats.detach().cpu().double().numpy()
     f = np.asarray(feats, dtype=np.float64)
     if f.ndim != 2:
         raise ValueError(f"expected features of shape (N, D), got {f.shape}")
@@ -118,21 +122,33 @@ def feature_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"need at least 2 feature vectors for a covariance, got {f.shape[0]}")
     if not np.isfinite(f).all():
         raise ValueError("features contain NaN or infinity")
+    return f
+
+
+def feature_statistics(feats: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and unbiased covariance (D, D) of features (N, D), float64."""
+    f = _as_features(feats)
     return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
 
 
 def _trace_sqrt_product_eigh(s1: np.ndarray, s2: np.ndarray) -> float:
     """tr((S1 S2)^(1/2)) for symmetric PSD S1, S2 via symmetric eigendecompositions.
 
-    S1 S2 is similar to S1^(1/2) S2 S1^(1/2), which is symmetric PSD, so the trace is the
-    sum of the square roots of that matrix's eigenvalues. Tiny negative eigenvalues from
-    rounding (rank-deficient covariances when N <= D) are clipped to 0. No complex parts.
+    S1 S2 has the eigenvalues of S1^(1/2) S2 S1^(1/2), which is symmetric PSD, so the trace is the
+    sum of the square roots of that matrix's eigenvalues. Eigenvalues at rounding level
+    (rank-deficient covariances when N <= D) count as 0. No complex parts.
     """
+    def nonneg(w: np.ndarray) -> np.ndarray:
+        # eigenvalues below rounding level (numpy's matrix_rank tolerance) are zeros of a singular
+        # matrix: without this, sqrt turns their +-1e-16 noise into 1e-8 contributions
+        tol = max(float(w.max(initial=0.0)), 0.0) * w.size * np.finfo(np.float64).eps
+        return np.where(w > tol, w, 0.0)
+
     w, v = np.linalg.eigh((s1 + s1.T) / 2)
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    root = (v * np.sqrt(nonneg(w))) @ v.T
     m = root @ s2 @ root
     ev = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(ev, 0, None)).sum())
+    return float(np.sqrt(nonneg(ev)).sum())
 
 
 def _trace_sqrt_product_sqrtm(s1: np.ndarray, s2: np.ndarray, eps: float = 1e-6) -> float:
@@ -169,23 +185,42 @@ def frechet_distance_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.nda
     return max(fd, 0.0)  # a true distance is >= 0; rounding can give -1e-12 for identical sets
 
 
+def _trace_sqrt_product_samples(a: np.ndarray, b: np.ndarray) -> float:
+    """tr((S_a S_b)^(1/2)) straight from the features, for few samples in many dimensions.
+
+    With centred data A (n, D), B (m, D), S_a = A^T A / (n-1) and S_b = B^T B / (m-1), the
+    non-zero eigenvalues of S_a S_b are those of (A B^T)(A B^T)^T / ((n-1)(m-1)), so the trace
+    is the nuclear norm of the small (n, m) matrix A B^T over sqrt((n-1)(m-1)): exact, no
+    D x D decomposition, and singular values are never negative.
+    """
+    ca, cb = a - a.mean(axis=0), b - b.mean(axis=0)
+    sv = np.linalg.svd(ca @ cb.T, compute_uv=False)
+    return float(sv.sum() / np.sqrt((len(a) - 1) * (len(b) - 1)))
+
+
 def frechet_distance(feats_a: np.ndarray | torch.Tensor, feats_b: np.ndarray | torch.Tensor,
-                     method: Literal["eigh", "sqrtm"] = "eigh") -> float:
+                     method: Literal["auto", "eigh", "sqrtm"] = "auto") -> float:
     """Fréchet distance between the Gaussians fitted to features (N, D) and (M, D).
 
-    Means and unbiased covariances in float64; ``tr((S_a S_b)^(1/2))`` by symmetric
-    eigendecomposition (default; exact for the rank-deficient covariances of N <= D
-    samples) or by ``scipy.linalg.sqrtm`` with pytorch-fid's safeguards (``method="sqrtm"``).
+    Means and unbiased covariances in float64. ``tr((S_a S_b)^(1/2))`` is computed
+    exactly for the rank-deficient covariances of few samples: ``"auto"`` (default) takes
+    the nuclear norm of the (N, M) cross-product of the centred features when
+    min(N, M) < D, else a symmetric eigendecomposition of the covariances (``"eigh"``);
+    ``"sqrtm"`` is pytorch-fid's ``scipy.linalg.sqrtm`` with its safeguards.
     """
-    if isinstance(feats_a, torch.Tensor):
-        feats_a = feats_a.detach().cpu().double().numpy()
-    if isinstance(feats_b, torch.Tensor):
-        feats_b = feats_b.detach().cpu().double().numpy()
-    mu_a, s_a = feature_statistics(feats_a)
-    mu_b, s_b = feature_statistics(feats_b)
-    if mu_a.shape != mu_b.shape:
-        raise ValueError(f"feature widths differ: {mu_a.shape[0]} vs {mu_b.shape[0]}")
-    return frechet_distance_from_stats(mu_a, s_a, mu_b, s_b, method=method)
+    a, b = (_as_features(f) for f in (feats_a, feats_b))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature widths differ: {a.shape[1]} vs {b.shape[1]}")
+    if method == "auto" and min(len(a), len(b)) < a.shape[1]:
+        ca, cb = a - a.mean(axis=0), b - b.mean(axis=0)
+        diff = a.mean(axis=0) - b.mean(axis=0)
+        tr_a = float((ca * ca).sum() / (len(a) - 1))
+        tr_b = float((cb * cb).sum() / (len(b) - 1))
+        fd = float(diff @ diff + tr_a + tr_b - 2.0 * _trace_sqrt_product_samples(a, b))
+        return max(fd, 0.0)
+    mu_a, s_a = feature_statistics(a)
+    mu_b, s_b = feature_statistics(b)
+    return frechet_distance_from_stats(mu_a, s_a, mu_b, s_b, method="eigh" if method == "auto" else method)
 
 
 __all__ = [

@@ -359,6 +359,15 @@ _EXPECTED_MAPPING = {"classes[]": "a class mapping {name, id, color, ...}", "pai
                      "": "a mapping of recipe fields"}
 
 
+_EXPECTED_MISSING = {
+    "size": "[height, width] in px or one integer, e.g. size: [256, 256]",
+    "classes": "a list of classes like - {name: tumor, id: 1, color: \"#d62728\", vectors: [0, 1]}",
+    "classes[].name": "a class name such as tumor",
+    "classes[].id": "an integer 0..255 (the mask value)",
+    "classes[].color": 'a display colour like "#d62728"',
+}
+
+
 def _generic(loc: tuple[Any, ...]) -> str:
     return re.sub(r"\[\d+\]", "[]", field_path(loc)) if loc else ""
 
@@ -372,6 +381,9 @@ def _describe(err: dict[str, Any]) -> str:
         return f"unknown field {str(loc[-1])!r}{allowed}"
     if kind == "value_error":
         return str(err.get("msg", "")).removeprefix("Value error, ")
+    if kind == "missing":
+        expected = _EXPECTED_MISSING.get(_generic(loc))
+        return "required field is missing" + (f"; expected {expected}" if expected else "")
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         what = _EXPECTED_MAPPING.get(_generic(loc), "a mapping")
         return f"expected {what}, got {err.get('input')!r}"

@@ -212,6 +212,44 @@ def test_num_zero(assets, tmp_path, capsys):
     _assert_nothing_written(out)
 
 
+OPTION_CASES = [
+    ("block-size-0", ["--block-size", "0"], ["--block-size", "at least 1", "got 0"]),
+    ("batch-size-0", ["--batch-size", "0"], ["--batch-size", "at least 1", "got 0"]),
+    ("shard-index-out-of-range", ["--shard-index", "3", "--num-shards", "2"], ["--shard-index", "0..1", "got 3"]),
+    ("negative-seed", ["--seed", "-1"], ["--seed", "non-negative", "got -1"]),
+]
+
+
+@pytest.mark.parametrize("case", OPTION_CASES, ids=[c[0] for c in OPTION_CASES])
+def test_bad_option_values(assets, tmp_path, capsys, case):
+    _, extra, expected = case
+    recipe = _variant(tmp_path, assets, None, "")
+    out = tmp_path / "out"
+    rc, _, err = _generate(capsys, recipe, out, *extra)
+    assert rc == 2, err
+    assert "Traceback" not in err
+    for s in expected:
+        assert s in err, (s, err)
+    _assert_nothing_written(out)
+
+
+def test_unavailable_engine(assets, tmp_path, capsys):
+    import importlib.util
+
+    try:
+        available = importlib.util.find_spec("datagen.engines.ray") is not None and importlib.util.find_spec("ray") is not None
+    except ImportError:
+        available = False
+    if available:
+        pytest.skip("the ray engine is installed here")
+    recipe = _variant(tmp_path, assets, None, "")
+    out = tmp_path / "out"
+    rc, _, err = _generate(capsys, recipe, out, "--engine", "ray")
+    assert rc == 2, err
+    assert "--engine ray" in err and "--engine local" in err, err
+    _assert_nothing_written(out)
+
+
 def test_unknown_format(assets, tmp_path, capsys):
     recipe = _variant(tmp_path, assets, None, "")
     out = tmp_path / "out"

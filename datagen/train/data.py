@@ -54,7 +54,7 @@ def _open(path: Path, scale: float) -> SourceImage:
 
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.array(im.convert("RGB"))
     except Exception as e:
         raise DatagenError(f"{path}: cannot read as an image ({e})") from None
     return _scaled(SourceImage(path, scale, arr, arr.shape[0], arr.shape[1]))
