@@ -11,7 +11,8 @@ of realistic size is built once (cached under the system temp folder):
 ``DigipathUNet(channels=(16, 32, 64, 96, 128, 128), noise_channels=8,
 cond_dim=432, cond_channels=32)`` painted at ``dec.x16``, 256 px, with a vector
 library extracted from it and a voronoi layout. ``--quick`` builds a tiny model
-instead so a smoke run takes seconds.
+instead so a smoke run takes seconds. The cache folder is the system temp folder,
+or ``$DATAGEN_BENCH_CACHE``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/bench_x.py` from a checkout
     sys.path.insert(0, str(ROOT))
+
+try:
+    LOAD_AT_START = [round(x, 2) for x in os.getloadavg()]
+except OSError:  # not on every platform
+    LOAD_AT_START = None
 
 REALISTIC = dict(channels=(16, 32, 64, 96, 128, 128), noise_channels=8, cond_dim=432, cond_channels=32,
                  default_layer="dec.x16")
@@ -129,8 +135,11 @@ def default_recipe(quick: bool, size: int | None = None) -> Path:
         builtin = _builtin_recipe()
         if builtin is not None:
             return builtin
+    from datagen import __version__
+
     tag = "tiny" if quick else "realistic"
-    d = Path(tempfile.gettempdir()) / f"datagen-bench-{tag}-{size or 'default'}-v1"
+    base = Path(os.environ.get("DATAGEN_BENCH_CACHE") or tempfile.gettempdir())
+    d = base / f"datagen-bench-{tag}-{size or 'default'}-{__version__}-v1"
     return build_assets(d, quick=quick, size=size)
 
 
@@ -162,7 +171,7 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
     }
     try:
-        info["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+        info["loadavg_1_5_15"] = {"start": LOAD_AT_START, "end": [round(x, 2) for x in os.getloadavg()]}
     except OSError:
         pass
     if device:
@@ -183,7 +192,8 @@ def sync(device: str) -> None:
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int, *, warmup: int = 1,
                 device: str = "cpu") -> dict[str, list[float]]:
-    """Seconds of each function per repetition; repetitions interleaved, order alternating."""
+    """Seconds of each function per repetition; repetitions interleaved, the order rotating
+    (A B C, B C A, C A B, ...) so each function runs in each position equally often."""
     names = list(fns)
     for _ in range(warmup):
         for n in names:
@@ -191,7 +201,8 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int, *, warmup: int = 1
             sync(device)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(reps):
-        order = names if r % 2 == 0 else names[::-1]
+        k = r % len(names)
+        order = names[k:] + names[:k]
         for n in order:
             sync(device)
             t0 = time.perf_counter()
@@ -210,6 +221,7 @@ def summary(seconds: list[float], items: int) -> dict[str, Any]:
         "reps": len(seconds),
         "items": items,
         "per_second": round(items / med, 3) if med > 0 else None,
+        "seconds": [round(x, 4) for x in seconds],
     }
 
 

@@ -563,7 +563,11 @@ def _write_tiff(path: Path, store: _ZarrCanvas, *, kind: str, tile: int, compres
     levels = store.levels
     h, w = levels[0]
     raw = h * w * (3 if kind == "image" else 1) * 4 // 3
-    opts: dict[str, Any] = {"tile": (tile, tile), "maxworkers": min(4, os.cpu_count() or 1), **compression}
+    workers = min(4, os.cpu_count() or 1)
+    # tifffile buffers up to `buffersize` bytes of tiles for its encoder threads (default 256 MiB):
+    # a few tiles per worker keep memory bounded by the tile size instead
+    opts: dict[str, Any] = {"tile": (tile, tile), "maxworkers": workers, "buffersize": 2 * workers * tile * tile * 3,
+                            **compression}
     if kind == "image":
         opts["photometric"] = "rgb"
         shape_of = lambda hw: (*hw, 3)  # noqa: E731

@@ -69,9 +69,14 @@ def cmd_show(a: argparse.Namespace) -> int:
     captions = [vector_caption(lib, i) for i in ids]
     # one row per vector: full-replace renders, then grid-replace renders
     pairs = torch.cat([full, grid], dim=1)
+    if a.thumb and pairs.shape[-1] > a.thumb:  # keep sheets small enough to commit and browse
+        v, s_, c, h, w = pairs.shape
+        small = torch.nn.functional.interpolate(pairs.reshape(v * s_, c, h, w).float(), size=(a.thumb * h // w, a.thumb),
+                                                mode="bilinear", antialias=True, align_corners=False)
+        pairs = small.round().clamp(0, 255).to(pairs.dtype).reshape(v, s_, c, *small.shape[-2:])
     contact_sheet(pairs, captions, out / "contact_sheet.png", columns=pairs.shape[1])
     thr = (lib.tileability or {}).get("threshold")
-    html_report(lib, full, grid, out / "report.html", ids=ids, threshold=thr)
+    html_report(lib, full, grid, out / "report.html", ids=ids, threshold=thr, thumb=a.thumb)
     print(f"{out / 'contact_sheet.png'}\n{out / 'report.html'}")
     return 0
 
@@ -133,6 +138,7 @@ def add_vector_commands(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--top", type=int, default=None, help="only the N most tileable")
     w.add_argument("--grid", type=int, default=2)
     w.add_argument("--seeds", type=int, default=2)
+    w.add_argument("--thumb", type=int, default=96, help="thumbnail width in px for the sheet and report (0: full size)")
     w.set_defaults(func=cmd_show)
 
     lb = vs.add_parser("label", help="name vectors as a tissue class (or '-' to clear)")

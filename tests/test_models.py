@@ -150,3 +150,12 @@ def test_builtin_default_model_loads_offline():
     with torch.no_grad():
         img = gen.forward(inputs)
     assert img.shape == (1, 3, 128, 128) and img.std() > 0.05
+
+
+def test_skip_min_stride_removes_fine_skips():
+    cfg = UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, default_layer="dec.x4", skip_min_stride=4)
+    net = DigipathUNet(cfg)
+    assert [net.dec[k].has_skip for k in net.dec] == [True, False, False]  # x4, x2, x1
+    assert net(torch.randn(1, 4, 32, 32)).shape == (1, 3, 32, 32)
+    # the loaded config round-trips the option
+    assert UNetConfig.from_dict(cfg.to_dict()).skip_min_stride == 4

@@ -44,6 +44,10 @@ class UNetConfig:
     padding_mode: str = "reflect"
     """'reflect' avoids the border bands that zero padding leaves in noise-driven UNets."""
     default_layer: str = "dec.x16"
+    skip_min_stride: int = 1
+    """Skip connections only at strides >= this. 1 is the plain UNet; larger values stop the
+    decoder from drawing fine texture straight from the input noise, which would let it
+    ignore (and so make unpaintable) the deep layers."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -51,6 +55,8 @@ class UNetConfig:
             raise ValueError("UNetConfig.channels needs at least two levels")
         if self.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise ValueError(f"UNetConfig.padding_mode: unknown mode {self.padding_mode!r}")
+        if self.skip_min_stride < 1:
+            raise ValueError("UNetConfig.skip_min_stride must be >= 1")
 
     @property
     def depth(self) -> int:
@@ -101,15 +107,16 @@ class ConvBlock(nn.Sequential):
 
 
 class UpBlock(nn.Module):
-    """Upsample, concatenate the encoder skip at the same stride, then convolve."""
+    """Upsample 2x, concatenate the encoder skip at the same stride (if any), then convolve."""
 
     def __init__(self, cin: int, cskip: int, cout: int, padding_mode: str) -> None:
         super().__init__()
+        self.has_skip = cskip > 0
         self.body = ConvBlock(cin + cskip, cout, padding_mode)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.body(torch.cat([x, skip], dim=1))
+        return self.body(torch.cat([x, skip], dim=1) if self.has_skip else x)
 
 
 class Bottleneck(nn.Module):
@@ -144,7 +151,8 @@ class DigipathUNet(nn.Module):
         self.mid = Bottleneck(ch[-1], cfg.cond_dim, cfg.cond_channels, pm)
         self.dec = nn.ModuleDict()
         for k in range(len(ch) - 2, -1, -1):
-            self.dec[f"x{2**k}"] = UpBlock(ch[k + 1], ch[k], ch[k], pm)
+            skip = ch[k] if 2**k >= cfg.skip_min_stride else 0
+            self.dec[f"x{2**k}"] = UpBlock(ch[k + 1], skip, ch[k], pm)
         self.to_rgb = nn.Sequential(nn.Conv2d(ch[0], 3, 1), nn.Tanh())
 
     def forward(self, noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

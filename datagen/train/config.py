@@ -26,6 +26,7 @@ class ModelSection(BaseModel):
     cond_channels: int = Field(32, ge=1)
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "reflect"
     default_layer: str | None = None
+    skip_min_stride: int = Field(8, ge=1)
     disc_channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 192], min_length=2)
 
 

@@ -1,0 +1,149 @@
+"""Whole-slide canvases: seam error vs margin, rendering speed vs tile size, memory vs canvas size.
+
+1. Seams: a canvas rendered tile by tile with context margin M is compared with
+   the same canvas rendered in one forward pass (the seam-free reference), for
+   several M (``auto`` = the model's receptive-field radius): max and mean
+   absolute difference, and the mean difference within 8 px of a tile border.
+2. Speed: canvas megapixels per second rendered (tiles + mask, no file output)
+   for a few (tile, margin) settings, interleaved.
+3. Memory: peak RSS of ``render_canvas`` (all outputs: OME-Zarr, pyramid,
+   OME-TIFFs) for a canvas and one with 4x the area, each in a fresh process,
+   same tile and margin (memory depends on the window size, not the canvas).
+
+    python benchmarks/bench_canvas.py [--recipe R] [--size 1024] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import _common as C
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+import torch
+torch.set_num_threads({threads})
+from datagen.canvas import render_canvas
+t0 = time.perf_counter()
+rep = render_canvas({recipe!r}, size={size}, out={out!r}, seed=0, tile={tile}, margin={margin}, device={device!r},
+                    progress=False)
+print(json.dumps({{"size": {size}, "seconds": time.perf_counter() - t0, "tiles": rep.tiles,
+                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    C.add_common_args(p)
+    p.add_argument("--size", type=int, default=1024, help="canvas size of the seam part")
+    p.add_argument("--speed-size", type=int, default=2048, help="canvas size of the speed part")
+    p.add_argument("--seam-tile", type=int, default=256)
+    p.add_argument("--margins", default="0,32,64,128,auto")
+    p.add_argument("--tiles", default="512,1024", help="tile sizes of the speed part (with the auto margin)")
+    p.add_argument("--memory-size", type=int, default=1024, help="the memory part renders this and 2x this size")
+    p.add_argument("--memory-tile", type=int, default=256)
+    p.add_argument("--memory-margin", type=int, default=64, help="(memory depends on the window, not the canvas)")
+    p.add_argument("--reps", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.quick:
+        a.size, a.speed_size, a.seam_tile, a.margins, a.tiles, a.reps = 256, 256, 64, "0,auto", "128,256", 1
+        a.memory_size, a.memory_tile, a.memory_margin = 256, 64, 16
+    C.setup_threads(a.threads)
+    device = C.resolve_device(a.device)
+
+    import numpy as np
+    import torch
+
+    from datagen.canvas import canvas_from_recipe
+
+    recipe = C.recipe_from_args(a)
+    size = (a.size, a.size)
+    ref_canvas, _ = canvas_from_recipe(recipe, size=size, seed=0, device=device)
+    full = ref_canvas.render_region(0, a.size, 0, a.size).astype(np.int16)
+    border = np.zeros(size, dtype=bool)
+    for k in range(a.seam_tile, a.size, a.seam_tile):
+        border[max(0, k - 8):k + 8, :] = True
+        border[:, max(0, k - 8):k + 8] = True
+
+    seams = []
+    for m in a.margins.split(","):
+        margin = "auto" if m == "auto" else int(m)
+        cv, _ = canvas_from_recipe(recipe, size=size, seed=0, device=device, margin=margin)
+        img = np.zeros_like(full)
+        for y0, y1, x0, x1 in cv.tiles(a.seam_tile):
+            img[y0:y1, x0:x1] = cv.render_tile(y0, y1, x0, x1)
+        d = np.abs(img - full)
+        seams.append({"margin": cv.margin, "requested": m, "max_abs": int(d.max()), "mean_abs": round(float(d.mean()), 4),
+                      "mean_abs_near_borders": round(float(d[border].mean()), 4),
+                      "pixels_differing": round(float((d > 0).mean()), 6)})
+
+    fns = {}
+    canvases = {}
+    ssize = (a.speed_size, a.speed_size)
+    for t in (int(x) for x in a.tiles.split(",")):
+        if t > a.speed_size:
+            continue
+        cv, _ = canvas_from_recipe(recipe, size=ssize, seed=0, device=device)
+        canvases[t] = cv
+
+        def run(cv=cv, t=t) -> None:
+            for y0, y1, x0, x1 in cv.tiles(t):
+                cv.render_tile(y0, y1, x0, x1)
+                cv.mask_region(y0, y1, x0, x1)
+
+        fns[f"tile{t}"] = run
+    big, _ = canvas_from_recipe(recipe, size=ssize, seed=0, device=device)
+    n = a.speed_size
+    fns["one_pass"] = lambda: (big.render_region(0, n, 0, n), big.mask_region(0, n, 0, n))
+    times = C.interleaved(fns, a.reps, warmup=0, device=device)
+    mpx = n * n / 1e6
+    speed = {k: {"median_s": round(statistics.median(v), 3), "megapixels_per_s": round(mpx / statistics.median(v), 4)}
+             for k, v in times.items()}
+    for t, cv in canvases.items():
+        speed[f"tile{t}"]["margin"] = cv.margin
+
+    tmp = Path(tempfile.mkdtemp(prefix="datagen-bench-canvas-"))
+    memory = []
+    try:
+        for s in (a.memory_size, 2 * a.memory_size):
+            code = CHILD.format(root=str(C.ROOT), recipe=str(recipe), size=s, out=str(tmp / f"c{s}.ome.tif"),
+                                tile=a.memory_tile, margin=a.memory_margin, device=device,
+                                threads=a.threads or torch.get_num_threads())
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(a.threads or torch.get_num_threads())})
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-3000:])
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["peak_rss_mib"] = round(r.pop("maxrss_kib") / 1024, 1)
+            memory.append(r)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    result = {
+        "benchmark": "canvas",
+        "recipe": str(recipe),
+        "size": a.size,
+        "layer": ref_canvas.layer,
+        "receptive_radius": ref_canvas.receptive_radius,
+        "seams": {"tile": a.seam_tile, "by_margin": seams},
+        "speed": {"size": a.speed_size, **speed},
+        "memory": {"tile": a.memory_tile, "margin": a.memory_margin, "runs": memory, "ratio_2x_over_1x": round(memory[1]["peak_rss_mib"] / memory[0]["peak_rss_mib"], 4),
+                   "children_maxrss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)},
+        "machine": C.machine_info(device),
+    }
+    C.emit(result, a)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Smoke test: every benchmark script runs with --quick and prints valid JSON (speed targets are not tested)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def bench_path(monkeypatch, tmp_path_factory):
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.setenv("DATAGEN_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("name, key", [
+    ("bench_paint_overhead", "ratio"),
+    ("bench_pipeline", "ratio"),
+    ("bench_scaling", "results"),
+    ("bench_memory", "ratio_large_over_small"),
+])
+def test_benchmark_quick_prints_json(name, key, capsys, tmp_path):
+    import importlib
+
+    mod = importlib.import_module(name)
+    argv = ["--quick", "--threads", "1", "--json-out", str(tmp_path / "r.json")]
+    if name == "bench_memory":
+        argv += ["--num", "4"]
+    result = mod.main(argv)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == result == json.loads((tmp_path / "r.json").read_text())
+    assert key in result and result["machine"]["cores"] >= 1 and "torch" in result["machine"]
+    sys.modules.pop(name, None)

@@ -1,0 +1,168 @@
+"""Whole-slide canvases: pyramidal OME-TIFF / OME-Zarr output, seamless tiles, bounded memory."""
+
+import argparse
+import json
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from datagen.canvas import add_canvas_command, canvas_from_recipe, mask_paths, pyramid_shapes, render_canvas
+from datagen.models import DigipathUNet, UNetConfig, load_checkpoint, save_generator
+from datagen.vectors import extract_vectors
+
+tiffslide = pytest.importorskip("tiffslide")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these tests compare renders within one process, so the count does not matter
+    for correctness, and on a loaded machine several threads can make tiny convolutions 10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny random generator (stride 8, painted at dec.x4), a vector library from it and a recipe."""
+    d = tmp_path_factory.mktemp("canvas-assets")
+    torch.manual_seed(0)
+    unet = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=6, cond_channels=4,
+                                   default_layer="dec.x4"))
+    save_generator(d / "model", unet, torch.randn(10, 6), {"name": "tiny"})
+    gen = load_checkpoint(d / "model")
+    lib = extract_vectors(gen, "dec.x4", 4, size=64, seed=0, per_image=4, progress=False, model_spec=str(d / "model"))
+    lib.save(d / "library")
+    recipe = d / "recipe.yaml"
+    recipe.write_text(textwrap.dedent(f"""\
+        model: {d / 'model'}
+        layer: dec.x4
+        library: library
+        size: [64, 64]
+        classes:
+          - {{name: background, id: 0, color: "#f0f0f0", keep: true}}
+          - {{name: tumor, id: 1, color: "#d62728", vectors: [0, 1, 2]}}
+          - {{name: stroma, id: 2, color: "#1f77b4", vectors: [{{id: 5, weight: 2}}, 6]}}
+        layout:
+          kind: voronoi
+          classes: {{background: 1, tumor: 2, stroma: 2}}
+          cells: [12, 20]
+        """))
+    return d, recipe
+
+
+def test_pyramidal_ome_tiff_and_zarr(assets, tmp_path):
+    d, recipe = assets
+    out, zpath = tmp_path / "slide.ome.tif", tmp_path / "slide.ome.zarr"
+    parser = argparse.ArgumentParser()
+    add_canvas_command(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["canvas", str(recipe), "--out", str(out), "--zarr", str(zpath), "--size", "1024",
+                           "--tile", "256", "--tiff-tile", "256", "--seed", "5", "--device", "cpu", "--quiet"])
+    assert a.func(a) == 0
+    mask_out, json_out = mask_paths(out)
+    levels = [(1024, 1024), (512, 512), (256, 256)]
+    assert pyramid_shapes((1024, 1024), 256) == levels
+
+    with tiffslide.TiffSlide(out) as s:
+        assert s.level_count == 3
+        assert [tuple(x) for x in s.level_dimensions] == levels
+        assert list(s.level_downsamples) == [1.0, 2.0, 4.0]
+        region = s.read_region((100, 300), 1, (200, 120), as_array=True)
+        assert region.shape == (120, 200, 3) and region.dtype == np.uint8
+        image0 = s.read_region((0, 0), 0, (1024, 1024), as_array=True)
+    assert image0.std() > 1
+    with tiffslide.TiffSlide(mask_out) as m:
+        assert [tuple(x) for x in m.level_dimensions] == levels
+        mask0 = m.read_region((0, 0), 0, (1024, 1024), as_array=True)[..., 0]
+        mask2 = m.read_region((0, 0), 2, (256, 256), as_array=True)[..., 0]
+    with tifffile.TiffFile(out) as tf:
+        assert tf.is_ome and tf.pages[0].is_tiled and tf.pages[0].tilewidth == 256
+        assert len(tf.series[0].levels) == 3 and tf.pages[0].compression != 1  # compressed
+
+    # the mask is the canvas layout, evaluated for the whole canvas at once
+    canvas, _ = canvas_from_recipe(recipe, size=(1024, 1024), seed=5, device="cpu")
+    np.testing.assert_array_equal(mask0, canvas.mask_region(0, 1024, 0, 1024))
+    np.testing.assert_array_equal(mask2, mask0[::4, ::4])  # nearest-neighbour levels keep ids exact
+    assert set(np.unique(mask0)) <= {0, 1, 2} and len(np.unique(mask0)) >= 2
+
+    # OME-Zarr: same data, NGFF 0.5 multiscales for the image and the label image
+    root = zarr.open_group(str(zpath), mode="r")
+    ome = root.attrs["ome"]
+    assert ome["version"] == "0.5" and [ds["path"] for ds in ome["multiscales"][0]["datasets"]] == ["0", "1", "2"]
+    assert [a["name"] for a in ome["multiscales"][0]["axes"]] == ["c", "y", "x"]
+    np.testing.assert_array_equal(np.asarray(root["0"][:]).transpose(1, 2, 0), image0)
+    np.testing.assert_array_equal(np.asarray(root["labels/mask/0"][:]), mask0)
+    assert root["labels"].attrs["ome"]["labels"] == ["mask"]
+    props = root["labels/mask"].attrs["ome"]["image-label"]["properties"]
+    assert {p["name"] for p in props} == {"background", "tumor", "stroma"}
+    meta = json.loads(json_out.read_text())
+    assert meta["canvas"]["seed"] == 5 and [c["id"] for c in meta["classes"]] == [0, 1, 2]
+
+
+def test_tiles_match_one_pass_render(assets):
+    """No seams: tile by tile (with the auto margin) equals one forward pass over the whole canvas."""
+    d, recipe = assets
+    canvas, _ = canvas_from_recipe(recipe, size=(512, 512), seed=3, device="cpu")
+    assert canvas.margin >= canvas.receptive_radius
+    full = canvas.render_region(0, 512, 0, 512)
+
+    def tiled(c, tile):
+        img = np.zeros_like(full)
+        for y0, y1, x0, x1 in c.tiles(tile):
+            img[y0:y1, x0:x1] = c.render_tile(y0, y1, x0, x1)
+        return img.astype(np.int16)
+
+    for tile in (128, 192):  # 192: tiles that do not divide the canvas (short last row/column)
+        diff = np.abs(tiled(canvas, tile) - full)
+        assert diff.max() <= 2 and (diff > 0).mean() < 1e-3, (tile, diff.max(), (diff > 0).mean())
+
+    # the criterion is sensitive: without context the tile borders show
+    no_margin, _ = canvas_from_recipe(recipe, size=(512, 512), seed=3, device="cpu", margin=0)
+    seam = np.abs(tiled(no_margin, 128) - full)
+    assert seam.max() > 10
+
+    # masks are exact across tiles
+    mask = canvas.mask_region(0, 512, 0, 512)
+    for y0, y1, x0, x1 in canvas.tiles(192):
+        np.testing.assert_array_equal(canvas.mask_region(y0, y1, x0, x1), mask[y0:y1, x0:x1])
+
+
+def test_canvas_is_a_function_of_seed_and_position(assets):
+    d, recipe = assets
+    a, _ = canvas_from_recipe(recipe, size=(256, 512), seed=3, device="cpu")
+    b, _ = canvas_from_recipe(recipe, size=(256, 512), seed=3, device="cpu")
+    c, _ = canvas_from_recipe(recipe, size=(256, 512), seed=4, device="cpu")
+    np.testing.assert_array_equal(a.render_tile(0, 128, 128, 256), b.render_tile(0, 128, 128, 256))
+    assert not np.array_equal(a.render_tile(0, 128, 128, 256), c.render_tile(0, 128, 128, 256))
+    # noise depends on the global position only
+    torch.testing.assert_close(a.noise_region(8, 72, 300, 400), a.noise_region(0, 256, 0, 512)[..., 8:72, 300:400])
+
+
+def test_memory_does_not_grow_with_canvas_size(assets, tmp_path):
+    """Peak numpy/python allocation of a 4x larger canvas grows by far less than the canvas itself."""
+    d, recipe = assets
+    peaks = {}
+    for size in (256, 512, 1024):  # 256: warm-up, so one-time allocations (imports, caches) are not counted
+        tracemalloc.start()
+        render_canvas(recipe, size=size, out=tmp_path / f"s{size}.ome.tif", seed=1, tile=128, tiff_tile=128,
+                      layout_scale=8, device="cpu", progress=False)
+        peaks[size] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    canvas_bytes = 1024 * 1024 * 4  # the large canvas' image + mask, had it been held whole
+    assert peaks[1024] - peaks[512] < canvas_bytes / 4, peaks
+
+
+def test_errors(assets, tmp_path):
+    d, recipe = assets
+    with pytest.raises(Exception, match="multiple"):
+        canvas_from_recipe(recipe, size=(500, 512), seed=0, device="cpu")
+    out = tmp_path / "x.ome.tif"
+    out.write_bytes(b"")
+    with pytest.raises(Exception, match="exists"):
+        render_canvas(recipe, size=256, out=out, device="cpu", progress=False)
