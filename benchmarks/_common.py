@@ -181,6 +181,25 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
     return info
 
 
+# ---- memory ----------------------------------------------------------------------------
+
+#: Source for a child process to print its own peak RSS (KiB). Linux: VmHWM, the high-water
+#: mark of this process image. Not ru_maxrss: Linux carries that over from the forked parent
+#: across exec, so a child of a big parent would report the parent's size.
+PEAK_RSS_SNIPPET = r"""
+def _peak_rss_kib():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+
+
 # ---- timing ----------------------------------------------------------------------------
 
 def sync(device: str) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -28,8 +27,8 @@ from pathlib import Path
 
 import _common as C
 
-CHILD = r"""
-import json, resource, sys, time
+CHILD = C.PEAK_RSS_SNIPPET + r"""
+import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
 torch.set_num_threads({threads})
@@ -38,7 +37,7 @@ t0 = time.perf_counter()
 rep = render_canvas({recipe!r}, size={size}, out={out!r}, seed=0, tile={tile}, margin={margin}, device={device!r},
                     progress=False)
 print(json.dumps({{"size": {size}, "seconds": time.perf_counter() - t0, "tiles": rep.tiles,
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+                  "maxrss_kib": _peak_rss_kib()}}))
 """
 
 
@@ -54,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--memory-tile", type=int, default=256)
     p.add_argument("--memory-margin", type=int, default=64, help="(memory depends on the window, not the canvas)")
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--parts", default="seams,speed,memory", help="which parts to run (comma-separated)")
     a = p.parse_args(argv)
     if a.quick:
         a.size, a.speed_size, a.seam_tile, a.margins, a.tiles, a.reps = 256, 256, 64, "0,auto", "128,256", 1
@@ -61,20 +61,36 @@ def main(argv: list[str] | None = None) -> dict:
     C.setup_threads(a.threads)
     device = C.resolve_device(a.device)
 
-    import numpy as np
-    import torch
-
     from datagen.canvas import canvas_from_recipe
 
+    parts = set(a.parts.split(","))
     recipe = C.recipe_from_args(a)
     size = (a.size, a.size)
     ref_canvas, _ = canvas_from_recipe(recipe, size=size, seed=0, device=device)
+    result: dict = {"benchmark": "canvas", "recipe": str(recipe), "layer": ref_canvas.layer,
+                    "receptive_radius": ref_canvas.receptive_radius}
+    if "seams" in parts:
+        result["seams"] = seams_part(a, ref_canvas, recipe, device)
+    if "speed" in parts:
+        result["speed"] = speed_part(a, recipe, device)
+    if "memory" in parts:
+        result["memory"] = memory_part(a, recipe, device)
+    result["machine"] = C.machine_info(device)
+    C.emit(result, a)
+    return result
+
+
+def seams_part(a: argparse.Namespace, ref_canvas, recipe, device) -> dict:  # noqa: ANN001
+    import numpy as np
+
+    from datagen.canvas import canvas_from_recipe
+
+    size = (a.size, a.size)
     full = ref_canvas.render_region(0, a.size, 0, a.size).astype(np.int16)
     border = np.zeros(size, dtype=bool)
     for k in range(a.seam_tile, a.size, a.seam_tile):
         border[max(0, k - 8):k + 8, :] = True
         border[:, max(0, k - 8):k + 8] = True
-
     seams = []
     for m in a.margins.split(","):
         margin = "auto" if m == "auto" else int(m)
@@ -86,6 +102,11 @@ def main(argv: list[str] | None = None) -> dict:
         seams.append({"margin": cv.margin, "requested": m, "max_abs": int(d.max()), "mean_abs": round(float(d.mean()), 4),
                       "mean_abs_near_borders": round(float(d[border].mean()), 4),
                       "pixels_differing": round(float((d > 0).mean()), 6)})
+    return {"size": a.size, "tile": a.seam_tile, "by_margin": seams}
+
+
+def speed_part(a: argparse.Namespace, recipe, device) -> dict:  # noqa: ANN001
+    from datagen.canvas import canvas_from_recipe
 
     fns = {}
     canvases = {}
@@ -111,6 +132,11 @@ def main(argv: list[str] | None = None) -> dict:
              for k, v in times.items()}
     for t, cv in canvases.items():
         speed[f"tile{t}"]["margin"] = cv.margin
+    return {"size": a.speed_size, **speed}
+
+
+def memory_part(a: argparse.Namespace, recipe, device) -> dict:  # noqa: ANN001
+    import torch
 
     tmp = Path(tempfile.mkdtemp(prefix="datagen-bench-canvas-"))
     memory = []
@@ -129,20 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    result = {
-        "benchmark": "canvas",
-        "recipe": str(recipe),
-        "size": a.size,
-        "layer": ref_canvas.layer,
-        "receptive_radius": ref_canvas.receptive_radius,
-        "seams": {"tile": a.seam_tile, "by_margin": seams},
-        "speed": {"size": a.speed_size, **speed},
-        "memory": {"tile": a.memory_tile, "margin": a.memory_margin, "runs": memory, "ratio_2x_over_1x": round(memory[1]["peak_rss_mib"] / memory[0]["peak_rss_mib"], 4),
-                   "children_maxrss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)},
-        "machine": C.machine_info(device),
-    }
-    C.emit(result, a)
-    return result
+    return {"tile": a.memory_tile, "margin": a.memory_margin, "runs": memory,
+            "ratio_2x_over_1x": round(memory[1]["peak_rss_mib"] / memory[0]["peak_rss_mib"], 4)}
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Memory: peak RSS of ``generate`` for N and 10 x N samples at the same batch size (target: within 10%).
 
 Each run is a fresh Python process that generates a zarr dataset and reports its
-own peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``); the parent
-also reads ``getrusage(RUSAGE_CHILDREN)`` after each child as a cross-check
-(it is a running maximum over all children, so it is only meaningful for the
-larger run, which comes second). Memory must not grow with the number of
-samples: at most two rendered blocks wait for the writer.
+own peak resident set size (``VmHWM`` from /proc/self/status; elsewhere
+``ru_maxrss``); the parent also reads ``getrusage(RUSAGE_CHILDREN)`` after each
+child as a cross-check (a running maximum over all children, so only
+meaningful for the larger run, which comes second). Memory must not grow with
+the number of samples: at most two rendered blocks wait for the writer. Choose
+N of a few blocks, so the small run reaches the pipeline's steady state too
+(blocks being rendered, prefetched and written at once).
 
     python benchmarks/bench_memory.py [--recipe R] [--num 16] [--factor 10]
 """
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import _common as C
 
-CHILD = r"""
-import json, resource, sys, time
+CHILD = C.PEAK_RSS_SNIPPET + r"""
+import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
 if {threads}:
@@ -35,7 +37,7 @@ t0 = time.perf_counter()
 rep = generate({recipe!r}, {out!r}, num={num}, seed=0, format="zarr", device={device!r},
                batch_size={batch}, block_size={block}, progress=False)
 print(json.dumps({{"num": {num}, "written": rep.written_samples, "seconds": time.perf_counter() - t0,
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+                  "maxrss_kib": _peak_rss_kib()}}))
 """
 
 
@@ -56,7 +58,7 @@ def run_child(recipe: Path, out: Path, num: int, a: argparse.Namespace, device: 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     C.add_common_args(p)
-    p.add_argument("--num", type=int, default=16, help="N: samples of the small run")
+    p.add_argument("--num", type=int, default=64, help="N: samples of the small run")
     p.add_argument("--factor", type=int, default=10, help="the large run generates factor x N samples")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--block-size", type=int, default=16)

@@ -169,12 +169,18 @@ class Renderer:
             return torch.autocast("cuda", dtype=torch.float16)
         return nullcontext()
 
-    def render(self, indices: Sequence[int], layouts: np.ndarray, plans: Sequence[PaintPlan] | None = None) -> np.ndarray:
+    def inputs(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The generator's inputs (noise, conditioning) for ``indices``, drawn on the CPU."""
+        return self.generator.sample_inputs([sample_torch_generator(self.seed, i, "noise") for i in indices], self.size)
+
+    def render(self, indices: Sequence[int], layouts: np.ndarray, plans: Sequence[PaintPlan] | None = None,
+               inputs: dict[str, torch.Tensor] | None = None) -> np.ndarray:
         """Images (B, H, W, 3) uint8 for the given indices and their layouts.
 
-        ``plans`` (from :meth:`plan`, one per index) may be computed ahead, e.g. on
-        the thread that draws the layouts, to keep that CPU work off the device's
-        critical path; by default they are computed here.
+        ``plans`` (from :meth:`plan`, one per index) and ``inputs`` (from
+        :meth:`inputs`) may be prepared ahead, e.g. on the thread that draws the
+        layouts, to keep that CPU work off the device's critical path; by default
+        they are computed here.
         """
         if plans is None:
             plans = [self.plan(i, lay) for i, lay in zip(indices, layouts)]
@@ -191,7 +197,8 @@ class Renderer:
         dev = self.generator.device
         labels, vectors = labels.to(dev), vectors.to(dev)
         alpha = alpha.to(dev) if alpha is not None else None
-        inputs = self.generator.sample_inputs([sample_torch_generator(self.seed, i, "noise") for i in indices], self.size)
+        if inputs is None:
+            inputs = self.inputs(indices)
 
         def edit(act: torch.Tensor) -> torch.Tensor:
             return paint(act, labels, vectors, alpha)

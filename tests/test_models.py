@@ -156,6 +156,10 @@ def test_skip_min_stride_removes_fine_skips():
     cfg = UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, default_layer="dec.x4", skip_min_stride=4)
     net = DigipathUNet(cfg)
     assert [net.dec[k].has_skip for k in net.dec] == [True, False, False]  # x4, x2, x1
+    assert all(net.dec[k].noise_strength is None for k in net.dec)
+    noisy = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, skip_min_stride=4, noise_injection=True))
+    assert [noisy.dec[k].noise_strength is not None for k in noisy.dec] == [False, True, True]
+    assert noisy(torch.randn(2, 4, 32, 32)).shape == (2, 3, 32, 32)
     assert net(torch.randn(1, 4, 32, 32)).shape == (1, 3, 32, 32)
     # the loaded config round-trips the option
     assert UNetConfig.from_dict(cfg.to_dict()).skip_min_stride == 4

@@ -45,6 +45,10 @@ class UNetConfig:
     """'reflect' avoids the border bands that zero padding leaves in noise-driven UNets."""
     default_layer: str = "dec.x16"
     skip_min_stride: int = 1
+    noise_injection: bool = False
+    """Add per-pixel noise (StyleGAN-style, learned per-channel strength, starting at 0) in the
+    decoder stages without skips, so fine stochastic detail has a source that cannot carry
+    structure: the structure then has to come through the (paintable) deep layers."""
     """Skip connections only at strides >= this. 1 is the plain UNet; larger values stop the
     decoder from drawing fine texture straight from the input noise, which would let it
     ignore (and so make unpaintable) the deep layers."""
@@ -107,16 +111,32 @@ class ConvBlock(nn.Sequential):
 
 
 class UpBlock(nn.Module):
-    """Upsample 2x, concatenate the encoder skip at the same stride (if any), then convolve."""
+    """Upsample 2x, concatenate the encoder skip at the same stride (if any), then two convs.
 
-    def __init__(self, cin: int, cskip: int, cout: int, padding_mode: str) -> None:
+    With ``inject_noise`` a noise map (N, 1, H, W) is added after each conv, scaled by a
+    learned per-channel strength that starts at zero.
+    """
+
+    def __init__(self, cin: int, cskip: int, cout: int, padding_mode: str, inject_noise: bool = False) -> None:
         super().__init__()
         self.has_skip = cskip > 0
-        self.body = ConvBlock(cin + cskip, cout, padding_mode)
+        self.conv1 = _conv(cin + cskip, cout, padding_mode)
+        self.conv2 = _conv(cout, cout, padding_mode)
+        self.act = nn.LeakyReLU(0.2)
+        self.norm = PixelNorm()
+        self.noise_strength = nn.Parameter(torch.zeros(2, cout)) if inject_noise else None
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def _inject(self, x: torch.Tensor, noise: torch.Tensor | None, k: int) -> torch.Tensor:
+        if self.noise_strength is None or noise is None:
+            return x
+        return x + noise.to(x.dtype) * self.noise_strength[k].to(x.dtype)[None, :, None, None]
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.body(torch.cat([x, skip], dim=1) if self.has_skip else x)
+        if self.has_skip:
+            x = torch.cat([x, skip], dim=1)
+        x = self.norm(self._inject(self.act(self.conv1(x)), noise, 0))
+        return self.norm(self._inject(self.act(self.conv2(x)), noise, 1))
 
 
 class Bottleneck(nn.Module):
@@ -152,7 +172,7 @@ class DigipathUNet(nn.Module):
         self.dec = nn.ModuleDict()
         for k in range(len(ch) - 2, -1, -1):
             skip = ch[k] if 2**k >= cfg.skip_min_stride else 0
-            self.dec[f"x{2**k}"] = UpBlock(ch[k + 1], skip, ch[k], pm)
+            self.dec[f"x{2**k}"] = UpBlock(ch[k + 1], skip, ch[k], pm, inject_noise=cfg.noise_injection and skip == 0)
         self.to_rgb = nn.Sequential(nn.Conv2d(ch[0], 3, 1), nn.Tanh())
 
     def forward(self, noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,9 +186,16 @@ class DigipathUNet(nn.Module):
             x = block(x)
             skips.append(x)
         x = self.mid(x, cond)
-        for block, skip in zip(self.dec.values(), reversed(skips[:-1])):
-            x = block(x, skip)
+        for (name, block), skip in zip(self.dec.items(), reversed(skips[:-1])):
+            x = block(x, skip, self._noise_map(noise, int(name[1:])) if block.noise_strength is not None else None)
         return self.to_rgb(x)
+
+    @staticmethod
+    def _noise_map(noise: torch.Tensor, stride: int) -> torch.Tensor:
+        """Unit-variance per-pixel noise at ``stride``, taken from the input noise itself so a
+        sample stays fully determined by its inputs."""
+        n = noise[:, :1]
+        return n if stride == 1 else F.avg_pool2d(n, stride) * stride
 
     def layers(self) -> list[LayerInfo]:
         """Name, channels and stride of every paintable stage, input to output."""

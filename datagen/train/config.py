@@ -27,6 +27,7 @@ class ModelSection(BaseModel):
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "reflect"
     default_layer: str | None = None
     skip_min_stride: int = Field(8, ge=1)
+    noise_injection: bool = True
     disc_channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 192], min_length=2)
 
 
