@@ -9,7 +9,8 @@ Assets: ``--recipe`` runs a benchmark on a real recipe. Without it the recipe
 of the built-in model is used when one is installed, otherwise a random model
 of realistic size is built once (cached under the system temp folder):
 ``DigipathUNet(channels=(16, 32, 64, 96, 128, 128), noise_channels=8,
-cond_dim=432, cond_channels=32)`` painted at ``dec.x16``, 256 px, with a vector
+cond_dim=432, cond_channels=32, skip_min_stride=8, noise_injection=True)`` (the
+architecture ``datagen train`` builds) painted at ``dec.x16``, 256 px, with a vector
 library extracted from it and a voronoi layout. ``--quick`` builds a tiny model
 instead so a smoke run takes seconds. The cache folder is the system temp folder,
 or ``$DATAGEN_BENCH_CACHE``.
@@ -39,8 +40,9 @@ try:
 except OSError:  # not on every platform
     LOAD_AT_START = None
 
+#: The architecture `datagen train` builds by default (datagen/train/config.py), with random weights.
 REALISTIC = dict(channels=(16, 32, 64, 96, 128, 128), noise_channels=8, cond_dim=432, cond_channels=32,
-                 default_layer="dec.x16")
+                 skip_min_stride=8, noise_injection=True, default_layer="dec.x16")
 TINY = dict(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=6, cond_channels=4, default_layer="dec.x4")
 
 
@@ -94,7 +96,11 @@ def build_assets(directory: Path, *, quick: bool = False, size: int | None = Non
     layer = cfg["default_layer"]
     recipe = directory / "recipe.yaml"
     if recipe.is_file():
-        return recipe
+        try:  # a cache from an older model architecture no longer loads: rebuild it
+            load_checkpoint(directory / "model")
+            return recipe
+        except Exception:  # noqa: BLE001
+            recipe.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     unet = DigipathUNet(UNetConfig(**cfg))
@@ -139,7 +145,7 @@ def default_recipe(quick: bool, size: int | None = None) -> Path:
 
     tag = "tiny" if quick else "realistic"
     base = Path(os.environ.get("DATAGEN_BENCH_CACHE") or tempfile.gettempdir())
-    d = base / f"datagen-bench-{tag}-{size or 'default'}-{__version__}-v1"
+    d = base / f"datagen-bench-{tag}-{size or 'default'}-{__version__}-v2"
     return build_assets(d, quick=quick, size=size)
 
 

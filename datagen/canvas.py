@@ -107,7 +107,8 @@ def receptive_radius(generator: Generator) -> int | None:
     d = generator.module.config.depth
     enc = 2 + sum(2 ** (k - 1) + 2**k for k in range(1, d + 1))  # conv pairs; the first of each level is strided
     mid = 2 * 2**d
-    dec = sum(2 ** (k + 1) + 2 * 2**k for k in range(d))  # bilinear upsampling + conv pair per level
+    # per decoder level: bilinear upsampling, a conv pair, and (noise injection) a 2**k average pool
+    dec = sum(2 ** (k + 1) + 2 * 2**k + 2**k for k in range(d))
     return enc + mid + dec
 
 

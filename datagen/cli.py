@@ -177,9 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
 
+    from .canvas import add_canvas_command
     from .vectors_cli import add_vector_commands
 
     add_vector_commands(sub)
+    add_canvas_command(sub)
     return p
 
 

@@ -125,11 +125,13 @@ def _augment_block(job: Job, indices: range, images: np.ndarray, masks: np.ndarr
     return out_i, out_m
 
 
-def render_block(job: Job, indices: range, layouts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_block(job: Job, indices: range, layouts: np.ndarray, batch_size: int,
+                 plans: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images and masks of one block, rendered in batches of ``batch_size``."""
     r = job.renderer
     images = np.concatenate([
-        r.render(indices[k:k + batch_size], layouts[k:k + batch_size]) for k in range(0, len(indices), batch_size)
+        r.render(indices[k:k + batch_size], layouts[k:k + batch_size], plans[k:k + batch_size] if plans is not None else None)
+        for k in range(0, len(indices), batch_size)
     ])
     masks = np.stack([r.cells_mask(l) for l in layouts]) if r.mask_mode == "cells" else layouts
     return images, masks
@@ -142,8 +144,11 @@ def run_job(job: Job, writer: DatasetWriter, blocks: list[int], *, batch_size: i
     bar = tqdm(total=total, unit="img", desc="generate", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     written = 0
 
-    def layouts_for(b: int) -> np.ndarray:
-        return np.stack([job.renderer.make_layout(i) for i in info.block_range(b)])
+    def layouts_for(b: int) -> tuple[np.ndarray, list[Any]]:
+        """Layouts and paint plans of a block: CPU work done while the previous block renders."""
+        r = info.block_range(b)
+        layouts = np.stack([job.renderer.make_layout(i) for i in r])
+        return layouts, [job.renderer.plan(i, lay) for i, lay in zip(r, layouts)]
 
     def finish(b: int, images: np.ndarray, masks: np.ndarray) -> int:
         images, masks = _augment_block(job, info.block_range(b), images, masks)
@@ -156,9 +161,9 @@ def run_job(job: Job, writer: DatasetWriter, blocks: list[int], *, batch_size: i
         nxt = layout_pool.submit(layouts_for, blocks[0]) if blocks else None
         try:
             for k, b in enumerate(blocks):
-                layouts = nxt.result()  # type: ignore[union-attr]
+                layouts, plans = nxt.result()  # type: ignore[union-attr]
                 nxt = layout_pool.submit(layouts_for, blocks[k + 1]) if k + 1 < len(blocks) else None
-                images, masks = render_block(job, info.block_range(b), layouts, batch_size)
+                images, masks = render_block(job, info.block_range(b), layouts, batch_size, plans)
                 while len(pending) >= 2:  # bounded memory: at most two blocks queued for writing
                     n = pending.popleft().result()
                     written += n

@@ -24,6 +24,7 @@ def bench_path(monkeypatch, tmp_path_factory):
     ("bench_pipeline", "ratio"),
     ("bench_scaling", "results"),
     ("bench_memory", "ratio_large_over_small"),
+    ("bench_canvas", "seams"),
 ])
 def test_benchmark_quick_prints_json(name, key, capsys, tmp_path):
     import importlib
@@ -32,6 +33,8 @@ def test_benchmark_quick_prints_json(name, key, capsys, tmp_path):
     argv = ["--quick", "--threads", "1", "--json-out", str(tmp_path / "r.json")]
     if name == "bench_memory":
         argv += ["--num", "4"]
+    if name == "bench_canvas":
+        argv += ["--parts", "seams,speed"]  # its memory part runs children like bench_memory's
     result = mod.main(argv)
     printed = json.loads(capsys.readouterr().out)
     assert printed == result == json.loads((tmp_path / "r.json").read_text())

@@ -133,6 +133,32 @@ def test_tiles_match_one_pass_render(assets):
         np.testing.assert_array_equal(canvas.mask_region(y0, y1, x0, x1), mask[y0:y1, x0:x1])
 
 
+def test_tiles_match_one_pass_with_noise_injection(assets, tmp_path):
+    """The training default architecture (no shallow skips, injected noise) tiles without seams too."""
+    d, recipe = assets
+    torch.manual_seed(1)
+    unet = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=6, cond_channels=4,
+                                   skip_min_stride=4, noise_injection=True, default_layer="dec.x4"))
+    with torch.no_grad():
+        for p in unet.parameters():
+            if p.ndim == 2 and p.shape[0] == 2:  # injected-noise strengths start at 0: make them matter
+                p.fill_(0.5)
+    save_generator(tmp_path / "model", unet, torch.randn(10, 6), {"name": "tiny-noise"})
+    gen = load_checkpoint(tmp_path / "model")
+    lib = extract_vectors(gen, "dec.x4", 2, size=64, seed=0, per_image=8, progress=False,
+                          model_spec=str(tmp_path / "model"))
+    lib.save(tmp_path / "library")
+    text = recipe.read_text().replace(str(d / "model"), str(tmp_path / "model"))
+    (tmp_path / "recipe.yaml").write_text(text)
+    canvas, _ = canvas_from_recipe(tmp_path / "recipe.yaml", size=(256, 384), seed=2, device="cpu")
+    full = canvas.render_region(0, 256, 0, 384).astype(np.int16)
+    img = np.zeros_like(full)
+    for y0, y1, x0, x1 in canvas.tiles(128):
+        img[y0:y1, x0:x1] = canvas.render_tile(y0, y1, x0, x1)
+    diff = np.abs(img - full)
+    assert diff.max() <= 2 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
 def test_canvas_is_a_function_of_seed_and_position(assets):
     d, recipe = assets
     a, _ = canvas_from_recipe(recipe, size=(256, 512), seed=3, device="cpu")
@@ -156,6 +182,22 @@ def test_memory_does_not_grow_with_canvas_size(assets, tmp_path):
         tracemalloc.stop()
     canvas_bytes = 1024 * 1024 * 4  # the large canvas' image + mask, had it been held whole
     assert peaks[1024] - peaks[512] < canvas_bytes / 4, peaks
+
+
+def test_layout_override_and_cells_mask(assets, tmp_path):
+    """--layout replaces the recipe's layout for the whole canvas; mask: cells repeats the painted cells."""
+    d, recipe = assets
+    slide_layout = {"kind": "voronoi", "cells": [60, 80], "classes": {"tumor": 1, "stroma": 1}}
+    canvas, _ = canvas_from_recipe(recipe, size=(512, 512), seed=1, device="cpu", layout=slide_layout)
+    mask = canvas.mask_region(0, 512, 0, 512)
+    assert set(np.unique(mask)) == {1, 2}
+    assert canvas.describe()["regions"] > 10  # many small cells instead of the recipe's 12-20 over the canvas
+    canvas.mask_mode = "cells"
+    cells = canvas.mask_region(0, 512, 0, 512)
+    s = canvas.stride
+    np.testing.assert_array_equal(cells, np.repeat(np.repeat(cells[::s, ::s], s, 0), s, 1))
+    np.testing.assert_array_equal(cells[:, :256], canvas.mask_region(0, 512, 0, 256))  # tile-independent too
+    assert (cells == mask).mean() > 0.9
 
 
 def test_errors(assets, tmp_path):

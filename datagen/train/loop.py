@@ -91,6 +91,37 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (a kill loses those steps)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            continue  # a line cut short by the kill
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(l + "\n" for l in keep))
+    os.replace(tmp, path)
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Treat SIGTERM (kill, a cluster scheduler's pre-emption) like Ctrl-C: checkpoint, then exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
 def compact_state(state_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """A resumable snapshot without optimiser moments (less than half the size), for committing."""
     st = torch.load(state_path, weights_only=False, map_location="cpu")
@@ -151,6 +182,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             print(f"{state_path}: no optimiser state; continuing with fresh Adam moments")
         step, nimg, wall = st["step"], st["nimg"], st.get("wall_s", 0.0)
         sampler.set_state(st["sampler"])
+        _truncate_log(out / "log.jsonl", step)
         aug_gen.set_state(st["aug_gen"]); noise_gen.set_state(st["noise_gen"])
 
     size = (cfg.crop, cfg.crop)
@@ -184,6 +216,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     if step == 0:
         sample_grid()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="it", disable=not progress, dynamic_ncols=True)
+    restore_sigterm = _sigterm_as_interrupt()
     log = open(out / "log.jsonl", "a")
     stats: dict[str, float] = {}
     try:
@@ -242,6 +275,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         checkpoint()
         raise
     finally:
+        restore_sigterm()
         bar.close()
         log.close()
     if not (out / "checkpoint" / "config.json").exists():
