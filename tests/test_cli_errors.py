@@ -8,10 +8,10 @@ output folder (or only an empty one) that a later run or reader could take for d
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import tiny_recipe_text
 import torch
 
 from datagen.cli import main
@@ -45,20 +45,7 @@ def assets(tmp_path_factory):
 
 
 def _recipe_text(d: Path) -> str:
-    return textwrap.dedent(f"""\
-        model: {d / 'model'}
-        layer: dec.x4
-        library: library
-        size: [{SIZE}, {SIZE}]
-        classes:
-          - {{name: background, id: 0, color: "#f0f0f0", keep: true}}
-          - {{name: tumor, id: 1, color: "#d62728", vectors: [0, 1, 2]}}
-          - {{name: stroma, id: 2, color: "#1f77b4", vectors: [{{id: 5, weight: 2}}, 6]}}
-        layout:
-          kind: voronoi
-          classes: {{background: 1, tumor: 2, stroma: 2}}
-          cells: [3, 8]
-        """)
+    return tiny_recipe_text(d, SIZE)
 
 
 def _variant(tmp_path: Path, assets: Path, old: str | None, new: str, name: str = "recipe.yaml") -> Path:

@@ -1,14 +1,13 @@
 """End to end: recipe -> generate -> zarr / TIFF on disk, read back with zarr and tifffile directly."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
+from conftest import make_tiny_assets
 import pytest
 import tifffile
 import torch
@@ -16,8 +15,6 @@ import zarr
 
 from datagen.cli import main
 from datagen.generate import generate, prepare
-from datagen.models import DigipathUNet, UNetConfig, save_generator
-from datagen.vectors import extract_vectors
 
 SIZE = 64
 
@@ -26,30 +23,7 @@ SIZE = 64
 def assets(tmp_path_factory):
     """A tiny random generator checkpoint, a vector library extracted from it, and a recipe."""
     d = tmp_path_factory.mktemp("assets")
-    torch.manual_seed(0)
-    unet = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=6, cond_channels=4, default_layer="dec.x4"))
-    save_generator(d / "model", unet, torch.randn(10, 6), {"name": "tiny"})
-    from datagen.models import load_checkpoint
-
-    gen = load_checkpoint(d / "model")
-    lib = extract_vectors(gen, "dec.x4", 4, size=SIZE, seed=0, per_image=4, progress=False, model_spec=str(d / "model"))
-    lib.save(d / "library")
-    recipe = d / "recipe.yaml"
-    recipe.write_text(textwrap.dedent(f"""\
-        model: {d / 'model'}
-        layer: dec.x4
-        library: library
-        size: [{SIZE}, {SIZE}]
-        classes:
-          - {{name: background, id: 0, color: "#f0f0f0", keep: true}}
-          - {{name: tumor, id: 1, color: "#d62728", vectors: [0, 1, 2]}}
-          - {{name: stroma, id: 2, color: "#1f77b4", vectors: [{{id: 5, weight: 2}}, 6]}}
-        layout:
-          kind: voronoi
-          classes: {{background: 1, tumor: 2, stroma: 2}}
-          cells: [3, 8]
-        """))
-    return d, recipe
+    return d, make_tiny_assets(d, cells="[3, 8]")
 
 
 def _run(recipe, out, fmt="zarr", num=32, **kw):

@@ -1,47 +1,23 @@
 """The Ray engine: blocks fanned out to Ray tasks give the same dataset as a local run, bit for bit."""
 
 import sys
-import textwrap
 
 import numpy as np
+from conftest import make_tiny_assets
 import pytest
 import torch
 import zarr
 
 from datagen.errors import DatagenError
 from datagen.generate import generate
-from datagen.models import DigipathUNet, UNetConfig, load_checkpoint, save_generator
 from datagen.validate import validate_dataset
-from datagen.vectors import extract_vectors
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """A tiny random generator checkpoint, a vector library extracted from it, and a recipe."""
     d = tmp_path_factory.mktemp("ray-assets")
-    torch.manual_seed(0)
-    unet = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=6, cond_channels=4,
-                                   default_layer="dec.x4"))
-    save_generator(d / "model", unet, torch.randn(10, 6), {"name": "tiny"})
-    gen = load_checkpoint(d / "model")
-    lib = extract_vectors(gen, "dec.x4", 4, size=64, seed=0, per_image=4, progress=False, model_spec=str(d / "model"))
-    lib.save(d / "library")
-    recipe = d / "recipe.yaml"
-    recipe.write_text(textwrap.dedent(f"""\
-        model: {d / 'model'}
-        layer: dec.x4
-        library: library
-        size: [64, 64]
-        classes:
-          - {{name: background, id: 0, color: "#f0f0f0", keep: true}}
-          - {{name: tumor, id: 1, color: "#d62728", vectors: [0, 1, 2]}}
-          - {{name: stroma, id: 2, color: "#1f77b4", vectors: [{{id: 5, weight: 2}}, 6]}}
-        layout:
-          kind: voronoi
-          classes: {{background: 1, tumor: 2, stroma: 2}}
-          cells: [3, 8]
-        """))
-    return d, recipe
+    return d, make_tiny_assets(d, cells="[3, 8]")
 
 
 def _read(out):

@@ -8,7 +8,6 @@ own random parameters.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 POLICIES = ("color", "translation", "cutout")
 

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
@@ -31,7 +30,7 @@ from ..features import EfficientNetLite0, FeatureExtractor, resize_for_features
 from ..models.checkpoint import save_generator
 from ..models.discriminator import Discriminator
 from ..models.registry import resolve_device
-from ..models.unet import DigipathUNet, UNetConfig, count_parameters
+from ..models.unet import DigipathUNet, UNetConfig
 from .augment import diff_augment, dihedral
 from .config import TrainConfig
 from .data import CropSampler
