@@ -172,5 +172,8 @@ def test_skip_min_stride_removes_fine_skips():
     assert [noisy.dec[k].noise_strength is not None for k in noisy.dec] == [False, True, True]
     assert noisy(torch.randn(2, 4, 32, 32)).shape == (2, 3, 32, 32)
     assert net(torch.randn(1, 4, 32, 32)).shape == (1, 3, 32, 32)
+    nobias = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, decoder_bias=False))
+    assert all(nobias.dec[k].conv1.bias is None and nobias.dec[k].conv2.bias is None for k in nobias.dec)
+    assert nobias.enc["x1"][0].bias is not None  # the encoder keeps its biases
     # the loaded config round-trips the option
     assert UNetConfig.from_dict(cfg.to_dict()).skip_min_stride == 4

@@ -46,6 +46,10 @@ class UNetConfig:
     default_layer: str = "dec.x16"
     skip_min_stride: int = 1
     noise_injection: bool = False
+    decoder_bias: bool = True
+    """False drops the biases of the decoder convolutions: with PixelNorm after them, a learned
+    bias can dominate the input and be normalised into a constant, input-independent output
+    (observed in training), which also makes the layers unpaintable."""
     """Add per-pixel noise (StyleGAN-style, learned per-channel strength, starting at 0) in the
     decoder stages without skips, so fine stochastic detail has a source that cannot carry
     structure: the structure then has to come through the (paintable) deep layers."""
@@ -92,8 +96,8 @@ class PixelNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
 
-def _conv(cin: int, cout: int, padding_mode: str, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, padding_mode=padding_mode)
+def _conv(cin: int, cout: int, padding_mode: str, stride: int = 1, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, padding_mode=padding_mode, bias=bias)
 
 
 class ConvBlock(nn.Sequential):
@@ -117,11 +121,12 @@ class UpBlock(nn.Module):
     learned per-channel strength that starts at zero.
     """
 
-    def __init__(self, cin: int, cskip: int, cout: int, padding_mode: str, inject_noise: bool = False) -> None:
+    def __init__(self, cin: int, cskip: int, cout: int, padding_mode: str, inject_noise: bool = False,
+                 bias: bool = True) -> None:
         super().__init__()
         self.has_skip = cskip > 0
-        self.conv1 = _conv(cin + cskip, cout, padding_mode)
-        self.conv2 = _conv(cout, cout, padding_mode)
+        self.conv1 = _conv(cin + cskip, cout, padding_mode, bias=bias)
+        self.conv2 = _conv(cout, cout, padding_mode, bias=bias)
         self.act = nn.LeakyReLU(0.2)
         self.norm = PixelNorm()
         self.noise_strength = nn.Parameter(torch.zeros(2, cout)) if inject_noise else None
@@ -172,7 +177,8 @@ class DigipathUNet(nn.Module):
         self.dec = nn.ModuleDict()
         for k in range(len(ch) - 2, -1, -1):
             skip = ch[k] if 2**k >= cfg.skip_min_stride else 0
-            self.dec[f"x{2**k}"] = UpBlock(ch[k + 1], skip, ch[k], pm, inject_noise=cfg.noise_injection and skip == 0)
+            self.dec[f"x{2**k}"] = UpBlock(ch[k + 1], skip, ch[k], pm, inject_noise=cfg.noise_injection and skip == 0,
+                                          bias=cfg.decoder_bias)
         self.to_rgb = nn.Sequential(nn.Conv2d(ch[0], 3, 1), nn.Tanh())
 
     def forward(self, noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

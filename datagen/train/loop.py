@@ -44,7 +44,7 @@ def build_generator(cfg: TrainConfig, cond_dim: int) -> DigipathUNet:
     m = cfg.model
     ucfg = UNetConfig(channels=tuple(m.channels), noise_channels=m.noise_channels, cond_dim=cond_dim,
                       cond_channels=m.cond_channels, padding_mode=m.padding_mode, skip_min_stride=m.skip_min_stride,
-                      noise_injection=m.noise_injection,
+                      noise_injection=m.noise_injection, decoder_bias=m.decoder_bias,
                       default_layer=m.default_layer or f"dec.x{2 ** (len(m.channels) - 2)}")
     return DigipathUNet(ucfg)
 
