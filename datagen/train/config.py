@@ -28,7 +28,7 @@ class ModelSection(BaseModel):
     default_layer: str | None = None
     skip_min_stride: int = Field(8, ge=1)
     noise_injection: bool = True
-    decoder_bias: bool = False
+    decoder_bias: bool = True
     disc_channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 192], min_length=2)
 
 
