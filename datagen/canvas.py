@@ -71,7 +71,7 @@ from scipy import ndimage
 from .errors import ConfigError, DatagenError
 from .models.generator import DigipathGenerator, Generator
 from .models.hooks import LayerHook
-from .paint import KEEP, paint
+from .paint import KEEP, boundary_alpha, paint
 from .render import PaintClass, to_uint8
 
 NOISE_TILE = 256
@@ -332,7 +332,7 @@ class Canvas:
                                f"labels are {tuple(labels.shape)}")
         dev = self.generator.device
         labels, vectors = labels.to(dev)[None], vectors.to(dev)[None]
-        alpha = _boundary_alpha(labels[0], self.soft_boundary)[None] if self.soft_boundary > 0 else None
+        alpha = boundary_alpha(labels[0], self.soft_boundary)[None] if self.soft_boundary > 0 else None
         inputs = {"noise": self.noise_region(y0, y1, x0, x1)}
         if self._cond is not None:
             inputs["cond"] = self._cond
@@ -371,14 +371,6 @@ class Canvas:
             "soft_boundary": self.soft_boundary, "regions": int(len(self.slot_vectors)),
             "model": self.generator.name,
         }
-
-
-def _boundary_alpha(labels: torch.Tensor, soft: float) -> torch.Tensor:
-    """As Renderer._boundary_alpha: cells next to a different label get 1 - soft."""
-    padded = torch.nn.functional.pad(labels[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0]
-    c = padded[1:-1, 1:-1]
-    edge = (padded[:-2, 1:-1] != c) | (padded[2:, 1:-1] != c) | (padded[1:-1, :-2] != c) | (padded[1:-1, 2:] != c)
-    return torch.where(edge, 1.0 - soft, 1.0)
 
 
 # ---- building a canvas from a recipe ------------------------------------------------------

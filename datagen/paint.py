@@ -65,6 +65,15 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out[0] if squeeze else out
 
 
+def boundary_alpha(labels: torch.Tensor, soft: float) -> torch.Tensor:
+    """Blend weights for soft boundaries: cells with a 4-neighbour of another label get
+    ``1 - soft`` (painted vector and original activations mixed), all others 1."""
+    padded = F.pad(labels[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0]
+    c = padded[1:-1, 1:-1]
+    edge = (padded[:-2, 1:-1] != c) | (padded[2:, 1:-1] != c) | (padded[1:-1, :-2] != c) | (padded[1:-1, 2:] != c)
+    return torch.where(edge, 1.0 - soft, 1.0)
+
+
 def grid_mask(height: int, width: int, grid: int) -> torch.Tensor:
     """The paper's grid-replace mask: g x g blocks from (0, 0) with stride g + 1.
 

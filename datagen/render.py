@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from .models.generator import Generator
 from .models.hooks import LayerHook
-from .paint import KEEP, paint, resize_labels
+from .paint import KEEP, boundary_alpha, paint, resize_labels
 from .seeding import sample_rng, sample_torch_generator
 
 MaskMode = Literal["layout", "cells"]
@@ -136,7 +136,7 @@ class Renderer:
             slots += n
         labels_t = torch.from_numpy(labels)
         vectors = torch.cat(slot_vectors) if slots else torch.zeros(1, self.generator.layer(self.layer).channels)
-        alpha = self._boundary_alpha(labels_t) if self.soft_boundary > 0 else None
+        alpha = boundary_alpha(labels_t, self.soft_boundary) if self.soft_boundary > 0 else None
         return PaintPlan(labels_t, vectors, alpha)
 
     def _cell_centres(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -149,13 +149,6 @@ class Renderer:
             xs = resize_labels(torch.arange(w).view(1, w), (1, self.layer_size[1]))[0].numpy()
             cached = self._centres[key] = (ys, xs)
         return cached
-
-    def _boundary_alpha(self, labels: torch.Tensor) -> torch.Tensor:
-        """Cells next to a different label are blended: (1 - soft_boundary) vector, rest original."""
-        padded = torch.nn.functional.pad(labels[None, None].float(), (1, 1, 1, 1), mode="replicate")[0, 0]
-        c = padded[1:-1, 1:-1]
-        edge = (padded[:-2, 1:-1] != c) | (padded[2:, 1:-1] != c) | (padded[1:-1, :-2] != c) | (padded[1:-1, 2:] != c)
-        return torch.where(edge, 1.0 - self.soft_boundary, 1.0)
 
     def cells_mask(self, layout: np.ndarray) -> np.ndarray:
         """The class of each painted layer cell, repeated over its output block."""
