@@ -9,7 +9,7 @@ Assets: ``--recipe`` runs a benchmark on a real recipe. Without it the recipe
 of the built-in model is used when one is installed, otherwise a random model
 of realistic size is built once (cached under the system temp folder):
 ``DigipathUNet(channels=(16, 32, 64, 96, 128, 128), noise_channels=8,
-cond_dim=432, cond_channels=32, skip_min_stride=8, noise_injection=True)`` (the
+cond_dim=432, cond_channels=32, skip_min_stride=16, noise_injection=True, norm="channel")`` (the
 architecture ``datagen train`` builds) painted at ``dec.x16``, 256 px, with a vector
 library extracted from it and a voronoi layout. ``--quick`` builds a tiny model
 instead so a smoke run takes seconds. The cache folder is the system temp folder,
@@ -42,7 +42,7 @@ except OSError:  # not on every platform
 
 #: The architecture `datagen train` builds by default (datagen/train/config.py), with random weights.
 REALISTIC = dict(channels=(16, 32, 64, 96, 128, 128), noise_channels=8, cond_dim=432, cond_channels=32,
-                 skip_min_stride=8, noise_injection=True, default_layer="dec.x16")
+                 skip_min_stride=16, noise_injection=True, norm="channel", default_layer="dec.x16")
 TINY = dict(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=6, cond_channels=4, default_layer="dec.x4")
 
 
@@ -96,11 +96,12 @@ def build_assets(directory: Path, *, quick: bool = False, size: int | None = Non
     layer = cfg["default_layer"]
     recipe = directory / "recipe.yaml"
     if recipe.is_file():
-        try:  # a cache from an older model architecture no longer loads: rebuild it
-            load_checkpoint(directory / "model")
-            return recipe
+        try:  # a cache from an older model architecture is rebuilt
+            if load_checkpoint(directory / "model").module.config == UNetConfig(**cfg):
+                return recipe
         except Exception:  # noqa: BLE001
-            recipe.unlink()
+            pass
+        recipe.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     unet = DigipathUNet(UNetConfig(**cfg))

@@ -72,7 +72,7 @@ from .errors import ConfigError, DatagenError
 from .models.generator import DigipathGenerator, Generator
 from .models.hooks import LayerHook
 from .paint import KEEP, boundary_alpha, paint
-from .render import PaintClass, to_uint8
+from .render import PaintClass, check_paint_options, to_uint8
 
 NOISE_TILE = 256
 DEFAULT_TILE = 1024
@@ -168,11 +168,8 @@ class Canvas:
         info = generator.layer(self.layer)
         self.stride = int(info.stride)
         self.channels = int(info.channels)
+        check_paint_options(self.classes, self.layer, self.channels, soft_boundary, mask_mode)
         self.soft_boundary = float(soft_boundary)
-        if not 0.0 <= self.soft_boundary <= 1.0:
-            raise ValueError(f"soft_boundary must be in [0, 1], got {soft_boundary}")
-        if mask_mode not in ("layout", "cells"):
-            raise ValueError(f"mask_mode must be 'layout' or 'cells', got {mask_mode!r}")
         self.mask_mode = mask_mode
         self.precision = precision
         self.layout_scale = int(layout_scale or self.stride)
@@ -188,10 +185,6 @@ class Canvas:
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         self.margin = _round_up(margin, self.multiple)
-        for c in self.classes:
-            if c.vectors is not None and c.vectors.shape[-1] != self.channels:
-                raise ValueError(f"class {c.name!r}: vectors have {c.vectors.shape[-1]} channels, "
-                                 f"layer {self.layer!r} has {self.channels}")
         self._by_id = {c.id: c for c in self.classes}
         self._build_layout()
         self._cond = self._draw_cond()

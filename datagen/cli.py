@@ -44,6 +44,14 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(a: argparse.Namespace) -> int:
+    from .preview import preview
+
+    out = preview(a.recipe, a.out, num=a.num, seed=a.seed, device=a.device, columns=a.columns)
+    print(f"{out}: samples 0..{a.num - 1} of seed {a.seed} (image | mask | outlines)")
+    return 0
+
+
 def cmd_validate(a: argparse.Namespace) -> int:
     from .validate import validate_dataset
 
@@ -150,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ray-address", default=None, help="Ray: cluster address (default: start a local cluster)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
+
+    pv = sub.add_parser("preview", help="render a few samples of a recipe to one PNG (image | mask | outlines)")
+    pv.add_argument("recipe", help="recipe YAML")
+    pv.add_argument("--out", default="preview.png", help="PNG to write (default preview.png)")
+    pv.add_argument("--num", type=int, default=8, help="samples 0..NUM-1, as `generate --seed` makes them")
+    pv.add_argument("--seed", type=int, default=0)
+    pv.add_argument("--columns", type=int, default=2, help="samples per row")
+    pv.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    pv.set_defaults(func=cmd_preview)
 
     v = sub.add_parser("validate", help="check a generated dataset end to end")
     v.add_argument("path")

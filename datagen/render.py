@@ -62,6 +62,18 @@ class PaintPlan:
     alpha: torch.Tensor | None  # (h, w) blend weights, or None for hard painting
 
 
+def check_paint_options(classes: Sequence[PaintClass], layer: str, channels: int, soft_boundary: float,
+                        mask_mode: str) -> None:
+    """The checks every painter (renderer, canvas) makes before drawing anything."""
+    for c in classes:
+        if c.vectors is not None and c.vectors.shape[-1] != channels:
+            raise ValueError(f"class {c.name!r}: vectors have {c.vectors.shape[-1]} channels, layer {layer!r} has {channels}")
+    if not 0.0 <= soft_boundary <= 1.0:
+        raise ValueError(f"soft_boundary must be in [0, 1], got {soft_boundary}")
+    if mask_mode not in ("layout", "cells"):
+        raise ValueError(f"mask_mode must be 'layout' or 'cells', got {mask_mode!r}")
+
+
 class Renderer:
     """Turns sample indices into (image, mask) pairs for one recipe and seed."""
 
@@ -87,12 +99,7 @@ class Renderer:
         generator.check_size(self.size)
         self.layer_size = generator.layer_size(self.layer, self.size)
         self.stride = (self.size[0] // self.layer_size[0], self.size[1] // self.layer_size[1])
-        channels = generator.layer(self.layer).channels
-        for c in self.classes:
-            if c.vectors is not None and c.vectors.shape[-1] != channels:
-                raise ValueError(f"class {c.name!r}: vectors have {c.vectors.shape[-1]} channels, layer {self.layer!r} has {channels}")
-        if not 0.0 <= soft_boundary <= 1.0:
-            raise ValueError(f"soft_boundary must be in [0, 1], got {soft_boundary}")
+        check_paint_options(self.classes, self.layer, generator.layer(self.layer).channels, soft_boundary, mask_mode)
         self.soft_boundary = soft_boundary
         self.mask_mode = mask_mode
         self.class_ids: Mapping[str, int] = {c.name: c.id for c in self.classes}

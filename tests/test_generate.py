@@ -152,3 +152,24 @@ def test_cells_mask_mode(assets, tmp_path):
     # stride 4 at dec.x4: masks are constant over every 4x4 block
     blocks = masks.reshape(4, SIZE // 4, 4, SIZE // 4, 4)
     assert (blocks == blocks[:, :, :1, :, :1]).all()
+
+
+def test_preview_shows_the_samples_generate_writes(assets, tmp_path):
+    from PIL import Image
+
+    from datagen.preview import colorize
+
+    d, recipe = assets
+    _run(recipe, tmp_path / "z", num=8)
+    images, masks, attrs = _read_zarr(tmp_path / "z")
+    assert main(["preview", str(recipe), "--out", str(tmp_path / "p.png"), "--num", "3", "--seed", "7",
+                 "--columns", "2", "--device", "cpu"]) == 0
+    sheet = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    gap, h, w = 4, SIZE, SIZE
+    colors = {c["id"]: tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in attrs["classes"]}
+    for k in range(3):
+        y = gap + (k // 2) * (h + gap)
+        x = gap + (k % 2) * (3 * w + 2 * gap + 3 * gap)
+        np.testing.assert_array_equal(sheet[y:y + h, x:x + w], images[k])  # the very sample `generate` wrote
+        np.testing.assert_array_equal(sheet[y:y + h, x + w + gap:x + 2 * w + gap], colorize(masks[k], colors))
+    assert main(["preview", str(recipe), "--out", str(tmp_path / "q.png"), "--num", "0"]) == 2

@@ -177,3 +177,28 @@ def test_skip_min_stride_removes_fine_skips():
     assert nobias.enc["x1"][0].bias is not None  # the encoder keeps its biases
     # the loaded config round-trips the option
     assert UNetConfig.from_dict(cfg.to_dict()).skip_min_stride == 4
+
+
+def test_channel_norm_centres_each_pixel_and_keeps_vectors_apart():
+    from datagen.models.hooks import LayerHook
+    from datagen.models.unet import ChannelNorm
+
+    y = ChannelNorm()(torch.randn(2, 16, 5, 5) + 3.0)
+    assert torch.allclose(y.mean(dim=1), torch.zeros(2, 5, 5), atol=1e-5)
+    assert torch.allclose(y.pow(2).mean(dim=1), torch.ones(2, 5, 5), atol=1e-3)
+    with pytest.raises(ValueError, match="norm"):
+        UNetConfig(norm="batch")
+
+    def mean_cos_to_mean(norm: str) -> float:
+        torch.manual_seed(0)
+        net = DigipathUNet(UNetConfig(channels=(16, 32, 64, 64), noise_channels=4, skip_min_stride=8, noise_injection=True,
+                                      norm=norm, default_layer="dec.x4")).eval()
+        with LayerHook(net, "dec.x4") as hook, torch.no_grad():
+            net(torch.randn(4, 4, 64, 64))
+        v = hook.original.permute(0, 2, 3, 1).reshape(-1, 64)
+        return torch.nn.functional.cosine_similarity(v, v.mean(0, keepdim=True)).mean().item()
+
+    # PixelNorm lets LeakyReLU's positive mean pile up into one shared direction; centring does not
+    assert mean_cos_to_mean("channel") < 0.6 < mean_cos_to_mean("pixel")
+    assert UNetConfig.from_dict(UNetConfig(norm="channel").to_dict()).norm == "channel"
+    assert UNetConfig.from_dict({k: v for k, v in UNetConfig().to_dict().items() if k != "norm"}).norm == "pixel"

@@ -57,6 +57,8 @@ def test_train_then_resume_continues(tmp_path, tissue_png):
     assert (out / "samples" / "step-000000.png").exists() and (out / "samples" / "step-000020.png").exists()
     steps_logged = [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines()]
     assert steps_logged == [5, 10, 15, 20]
+    last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert last["paint"] > 0 and last["std"] > 0  # the paintability monitor is logged
 
     with pytest.raises(DatagenError, match="--resume"):
         train(_cfg(tissue_png, steps=30), out, progress=False)
@@ -92,3 +94,43 @@ def test_train_config_errors(tmp_path):
 def test_missing_data_is_clear(tmp_path):
     with pytest.raises(DatagenError, match="no such file or folder"):
         train(_cfg(tmp_path / "nope.png", steps=1), tmp_path / "r", progress=False)
+
+
+def test_equalized_param_groups_scale_lr_by_fan_in():
+    from datagen.train.loop import param_groups
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(8, 4, 3), torch.nn.Linear(50, 2))
+    groups = param_groups(m, 0.01, equalized=True)
+    lr = {id(g["params"][0]): g["lr"] for g in groups}
+    assert lr[id(m[0].weight)] == pytest.approx(0.01 / (8 * 9) ** 0.5)
+    assert lr[id(m[1].weight)] == pytest.approx(0.01 / 50 ** 0.5)
+    assert lr[id(m[0].bias)] == lr[id(m[1].bias)] == 0.01
+    assert sum(len(g["params"]) for g in groups) == 4
+    (plain,) = param_groups(m, 0.01, equalized=False)
+    assert plain["lr"] == 0.01 and len(plain["params"]) == 4
+
+
+def test_paint_influence_sees_a_bypassed_layer():
+    from datagen.models import DigipathUNet, UNetConfig
+    from datagen.train.monitor import paint_influence
+
+    torch.manual_seed(0)
+    z = torch.randn(3, 4, 32, 32)
+    # bottleneck design: everything passes the paint layer, so replacing it changes the image
+    g = DigipathUNet(UNetConfig(channels=(8, 8, 8), noise_channels=4, skip_min_stride=2, default_layer="dec.x2")).eval()
+    m = paint_influence(g, z, None, "dec.x2")
+    assert m["influence"] > 1e-3 and m["spatial_std"] > 0 and m["batch_std"] > 0
+
+    class Bypass(torch.nn.Module):  # computes the layer but never uses it
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = torch.nn.Conv2d(4, 4, 1)
+            self.out = torch.nn.Conv2d(4, 3, 1)
+
+        def forward(self, z, cond=None):
+            self.unused(z)
+            return self.out(z)
+
+    assert paint_influence(Bypass(), z, None, "unused")["influence"] == 0.0
+    with pytest.raises(ValueError, match="two samples"):
+        paint_influence(g, z[:1], None, "dec.x2")

@@ -45,17 +45,24 @@ class UNetConfig:
     """'reflect' avoids the border bands that zero padding leaves in noise-driven UNets."""
     default_layer: str = "dec.x16"
     skip_min_stride: int = 1
-    noise_injection: bool = False
-    decoder_bias: bool = True
-    """False drops the biases of the decoder convolutions: with PixelNorm after them, a learned
-    bias can dominate the input and be normalised into a constant, input-independent output
-    (observed in training), which also makes the layers unpaintable."""
-    """Add per-pixel noise (StyleGAN-style, learned per-channel strength, starting at 0) in the
-    decoder stages without skips, so fine stochastic detail has a source that cannot carry
-    structure: the structure then has to come through the (paintable) deep layers."""
     """Skip connections only at strides >= this. 1 is the plain UNet; larger values stop the
     decoder from drawing fine texture straight from the input noise, which would let it
     ignore (and so make unpaintable) the deep layers."""
+    noise_injection: bool = False
+    """Add per-pixel noise (StyleGAN-style, learned per-channel strength, starting at 0) in the
+    decoder stages without skips, so fine stochastic detail has a source that cannot carry
+    structure: the structure then has to come through the (paintable) deep layers."""
+    decoder_bias: bool = True
+    """False drops the biases of the decoder convolutions (an experiment against the
+    bias-dominated collapse that 'norm' turned out to explain)."""
+    norm: str = "pixel"
+    """Per-pixel normalisation after every conv: 'pixel' (ProGAN's PixelNorm, RMS only) or
+    'channel' (centre, then scale each pixel's channel vector: LayerNorm over channels, no
+    affine). LeakyReLU outputs have a positive mean, and without centring that mean adds the
+    same direction to every pixel, layer after layer: trained PixelNorm models ended with every
+    activation vector at cosine 0.99 to the mean, i.e. nothing left to paint. Both are
+    per-pixel, so batches never mix and a full-replaced layer stays constant. The default stays
+    'pixel' so older checkpoints (which do not record it) rebuild unchanged."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -63,6 +70,8 @@ class UNetConfig:
             raise ValueError("UNetConfig.channels needs at least two levels")
         if self.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise ValueError(f"UNetConfig.padding_mode: unknown mode {self.padding_mode!r}")
+        if self.norm not in ("pixel", "channel"):
+            raise ValueError(f"UNetConfig.norm: expected 'pixel' or 'channel', got {self.norm!r}")
         if self.skip_min_stride < 1:
             raise ValueError("UNetConfig.skip_min_stride must be >= 1")
 
@@ -96,6 +105,18 @@ class PixelNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
 
+class ChannelNorm(nn.Module):
+    """Centre and scale each pixel's channel vector (LayerNorm over channels, no affine)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - x.mean(dim=1, keepdim=True)
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+def _norm(kind: str) -> nn.Module:
+    return ChannelNorm() if kind == "channel" else PixelNorm()
+
+
 def _conv(cin: int, cout: int, padding_mode: str, stride: int = 1, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, padding_mode=padding_mode, bias=bias)
 
@@ -103,14 +124,14 @@ def _conv(cin: int, cout: int, padding_mode: str, stride: int = 1, bias: bool = 
 class ConvBlock(nn.Sequential):
     """Two 3x3 convolutions with LeakyReLU and pixel norm; the first may be strided."""
 
-    def __init__(self, cin: int, cout: int, padding_mode: str, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, padding_mode: str, stride: int = 1, norm: str = "pixel") -> None:
         super().__init__(
             _conv(cin, cout, padding_mode, stride),
             nn.LeakyReLU(0.2),
-            PixelNorm(),
+            _norm(norm),
             _conv(cout, cout, padding_mode),
             nn.LeakyReLU(0.2),
-            PixelNorm(),
+            _norm(norm),
         )
 
 
@@ -122,13 +143,13 @@ class UpBlock(nn.Module):
     """
 
     def __init__(self, cin: int, cskip: int, cout: int, padding_mode: str, inject_noise: bool = False,
-                 bias: bool = True) -> None:
+                 bias: bool = True, norm: str = "pixel") -> None:
         super().__init__()
         self.has_skip = cskip > 0
         self.conv1 = _conv(cin + cskip, cout, padding_mode, bias=bias)
         self.conv2 = _conv(cout, cout, padding_mode, bias=bias)
         self.act = nn.LeakyReLU(0.2)
-        self.norm = PixelNorm()
+        self.norm = _norm(norm)
         self.noise_strength = nn.Parameter(torch.zeros(2, cout)) if inject_noise else None
 
     def _inject(self, x: torch.Tensor, noise: torch.Tensor | None, k: int) -> torch.Tensor:
@@ -147,11 +168,11 @@ class UpBlock(nn.Module):
 class Bottleneck(nn.Module):
     """Concatenate the spatially replicated conditioning projection, then convolve."""
 
-    def __init__(self, channels: int, cond_dim: int, cond_channels: int, padding_mode: str) -> None:
+    def __init__(self, channels: int, cond_dim: int, cond_channels: int, padding_mode: str, norm: str = "pixel") -> None:
         super().__init__()
         self.cond_proj = nn.Linear(cond_dim, cond_channels) if cond_dim > 0 else None
         extra = cond_channels if cond_dim > 0 else 0
-        self.body = ConvBlock(channels + extra, channels, padding_mode)
+        self.body = ConvBlock(channels + extra, channels, padding_mode, norm=norm)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         if self.cond_proj is not None:
@@ -170,15 +191,15 @@ class DigipathUNet(nn.Module):
         self.config = cfg = config or UNetConfig()
         ch, pm = cfg.channels, cfg.padding_mode
         self.enc = nn.ModuleDict()
-        self.enc["x1"] = ConvBlock(cfg.noise_channels, ch[0], pm)
+        self.enc["x1"] = ConvBlock(cfg.noise_channels, ch[0], pm, norm=cfg.norm)
         for k in range(1, len(ch)):
-            self.enc[f"x{2**k}"] = ConvBlock(ch[k - 1], ch[k], pm, stride=2)
-        self.mid = Bottleneck(ch[-1], cfg.cond_dim, cfg.cond_channels, pm)
+            self.enc[f"x{2**k}"] = ConvBlock(ch[k - 1], ch[k], pm, stride=2, norm=cfg.norm)
+        self.mid = Bottleneck(ch[-1], cfg.cond_dim, cfg.cond_channels, pm, norm=cfg.norm)
         self.dec = nn.ModuleDict()
         for k in range(len(ch) - 2, -1, -1):
             skip = ch[k] if 2**k >= cfg.skip_min_stride else 0
             self.dec[f"x{2**k}"] = UpBlock(ch[k + 1], skip, ch[k], pm, inject_noise=cfg.noise_injection and skip == 0,
-                                          bias=cfg.decoder_bias)
+                                          bias=cfg.decoder_bias, norm=cfg.norm)
         self.to_rgb = nn.Sequential(nn.Conv2d(ch[0], 3, 1), nn.Tanh())
 
     def forward(self, noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -221,4 +242,4 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["UNetConfig", "DigipathUNet", "PixelNorm", "count_parameters"]
+__all__ = ["UNetConfig", "DigipathUNet", "PixelNorm", "ChannelNorm", "count_parameters"]

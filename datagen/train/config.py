@@ -26,9 +26,10 @@ class ModelSection(BaseModel):
     cond_channels: int = Field(32, ge=1)
     padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "reflect"
     default_layer: str | None = None
-    skip_min_stride: int = Field(8, ge=1)
+    skip_min_stride: int = Field(16, ge=1)
     noise_injection: bool = True
     decoder_bias: bool = True
+    norm: Literal["pixel", "channel"] = "channel"
     disc_channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 192], min_length=2)
 
 
@@ -40,8 +41,11 @@ class TrainConfig(BaseModel):
     crop: int = Field(128, ge=16)
     batch: int = Field(16, ge=2)
     steps: int = Field(5000, ge=1)
-    lr_g: float = Field(1e-3, gt=0)
-    lr_d: float = Field(1e-3, gt=0)
+    lr_g: float = Field(2.5e-3, gt=0)
+    lr_d: float = Field(2.5e-3, gt=0)
+    equalized_lr: bool = True
+    """Per-layer Adam lr = lr / sqrt(fan_in) (StyleGAN's equalised lr); lr_g/lr_d are then per
+    unit-variance weight, as in StyleGAN2 (0.0025). False: one lr for every parameter."""
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = Field(0.5, ge=0)
     r1_every: int = Field(16, ge=1)

@@ -34,6 +34,7 @@ from ..models.unet import DigipathUNet, UNetConfig
 from .augment import diff_augment, dihedral
 from .config import TrainConfig
 from .data import CropSampler
+from .monitor import paint_influence
 from .losses import conditioning_consistency, d_logistic_loss, g_nonsaturating_loss, r1_penalty
 
 STATE_NAME = "train_state.pt"
@@ -44,9 +45,29 @@ def build_generator(cfg: TrainConfig, cond_dim: int) -> DigipathUNet:
     m = cfg.model
     ucfg = UNetConfig(channels=tuple(m.channels), noise_channels=m.noise_channels, cond_dim=cond_dim,
                       cond_channels=m.cond_channels, padding_mode=m.padding_mode, skip_min_stride=m.skip_min_stride,
-                      noise_injection=m.noise_injection, decoder_bias=m.decoder_bias,
+                      noise_injection=m.noise_injection, decoder_bias=m.decoder_bias, norm=m.norm,
                       default_layer=m.default_layer or f"dec.x{2 ** (len(m.channels) - 2)}")
     return DigipathUNet(ucfg)
+
+
+def param_groups(module: torch.nn.Module, lr: float, equalized: bool) -> list[dict[str, Any]]:
+    """Adam parameter groups; with ``equalized`` each weight's lr is ``lr / sqrt(fan_in)``.
+
+    That is StyleGAN's equalised learning rate expressed for Adam (which ignores gradient
+    scale): every layer moves by the same fraction of its weights' scale per step. One
+    global lr over-drives wide layers (fan_in 1152 moves 30x faster, relatively, than the
+    first layer) and was what made the decoder of the first default model collapse.
+    """
+    if not equalized:
+        return [{"params": list(module.parameters()), "lr": lr}]
+    groups = []
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            scale = 1.0
+            if name == "weight" and p.ndim >= 2:
+                scale = float(p[0].numel()) ** -0.5  # 1 / sqrt(fan_in)
+            groups.append({"params": [p], "lr": lr * scale})
+    return groups
 
 
 @torch.no_grad()
@@ -166,9 +187,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     G = build_generator(cfg, cond_dim).to(device)
     D = Discriminator(tuple(cfg.model.disc_channels)).to(device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+    opt_g = torch.optim.Adam(param_groups(G, cfg.lr_g, cfg.equalized_lr), lr=cfg.lr_g, betas=cfg.betas)
     r1_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy regularisation (StyleGAN2)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d * r1_ratio, betas=(cfg.betas[0] ** r1_ratio, cfg.betas[1] ** r1_ratio))
+    opt_d = torch.optim.Adam(param_groups(D, cfg.lr_d * r1_ratio, cfg.equalized_lr), lr=cfg.lr_d * r1_ratio, betas=(cfg.betas[0] ** r1_ratio, cfg.betas[1] ** r1_ratio))
     step, nimg, wall = 0, 0, 0.0
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     noise_gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -263,6 +284,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
             if step % cfg.log_every == 0:
+                m = paint_influence(G_ema, fixed_noise[:4, :, :cfg.crop, :cfg.crop].to(device),
+                                    None if fixed_cond is None else fixed_cond[:4].to(device), G.config.default_layer)
+                stats.update(paint=m["influence"], std=m["spatial_std"])
                 log.write(json.dumps({"step": step, "kimg": nimg / 1000, "wall_s": round(wall, 1), **{k: round(v, 5) for k, v in stats.items()}}) + "\n")
                 log.flush()
             if step % cfg.sample_every == 0:
