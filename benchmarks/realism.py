@@ -54,7 +54,10 @@ import torch  # noqa: E402
 
 from datagen import __version__  # noqa: E402
 from datagen.errors import DatagenError  # noqa: E402
-from datagen.metrics import FD_EXTRACTOR, FD_INPUT_SIZE, FD_LAYER, extract_features, frechet_distance, realism_extractor  # noqa: E402
+from datagen.metrics import (  # noqa: E402
+    FD_EXTRACTOR, FD_INPUT_SIZE, FD_LAYER, extract_features, frechet_distance, nearest_neighbour_distances,
+    realism_extractor,
+)
 from datagen.models import DEFAULT_MODEL, DigipathGenerator, DigipathUNet, load_generator  # noqa: E402
 from datagen.models.generator import Generator  # noqa: E402
 from datagen.render import render_plain  # noqa: E402
@@ -150,6 +153,9 @@ def run(args: argparse.Namespace) -> dict:
     floor = frechet_distance(f_b, f_a)
     ceiling = frechet_distance(f_0, f_a) if f_0 is not None else None
     lap("frechet", t0)
+    # memorisation: how close samples come to the reference crops, beside fresh real crops
+    nn_gen = float(np.median(nearest_neighbour_distances(f_g, f_a)))
+    nn_real = float(np.median(nearest_neighbour_distances(f_b, f_a)))
     relative = None
     if ceiling is not None and ceiling > floor:
         relative = (fd_gen - floor) / (ceiling - floor)
@@ -175,6 +181,8 @@ def run(args: argparse.Namespace) -> dict:
         "fd_real_vs_real": floor,
         "fd_untrained_vs_real": ceiling,
         "relative": relative,
+        "nn_generated_to_real": nn_gen,
+        "nn_real_to_real": nn_real,
         "reference_set": "real A; floor = real B vs real A (disjoint draws, pixels may overlap)",
         "real_sets": real_info,
         "quick": bool(args.quick),
@@ -201,6 +209,8 @@ def format_report(r: dict) -> str:
         f"  FD real vs real        {f(r['fd_real_vs_real'])}   (floor at this N)",
         f"  FD untrained vs real   {f(r['fd_untrained_vs_real'])}   (ceiling)",
         f"  relative               {f(r['relative'])}   (0 = like real data, 1 = like the untrained net)",
+        f"  median NN distance     generated -> real {f(r['nn_generated_to_real'])}, real B -> real A "
+        f"{f(r['nn_real_to_real'])}   (copies of real crops would come closer than real B)",
         f"  wall time {r['wall_time_s']:.1f} s  " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_s"].items()),
     ]
     return "\n".join(lines)

@@ -223,7 +223,20 @@ def frechet_distance(feats_a: np.ndarray | torch.Tensor, feats_b: np.ndarray | t
     return frechet_distance_from_stats(mu_a, s_a, mu_b, s_b, method="eigh" if method == "auto" else method)
 
 
+def nearest_neighbour_distances(queries: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Euclidean distance from each query feature (N, D) to its nearest reference feature (M, D).
+
+    A memorisation check: a generator that copies training crops puts its samples closer
+    to the training set than fresh real crops are; comparable ones sit as far away.
+    """
+    q = torch.from_numpy(_as_features(queries))
+    r = torch.from_numpy(_as_features(reference))
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"feature sizes differ: {q.shape[1]} vs {r.shape[1]}")
+    return torch.cdist(q, r).min(dim=1).values.numpy()
+
+
 __all__ = [
     "FD_EXTRACTOR", "FD_INPUT_SIZE", "FD_LAYER", "extract_features", "feature_statistics",
-    "frechet_distance", "frechet_distance_from_stats", "realism_extractor",
+    "frechet_distance", "frechet_distance_from_stats", "nearest_neighbour_distances", "realism_extractor",
 ]

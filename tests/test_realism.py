@@ -127,6 +127,19 @@ class _MeanStd(torch.nn.Module):
         return f.mean(dim=(2, 3))
 
 
+def test_nearest_neighbour_distances_find_copies():
+    from datagen.metrics import nearest_neighbour_distances
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(50, 8))
+    copies = ref[:10] + 1e-3
+    fresh = rng.normal(size=(10, 8))
+    d_copy, d_fresh = nearest_neighbour_distances(copies, ref), nearest_neighbour_distances(fresh, ref)
+    assert d_copy.shape == (10,) and np.all(d_copy < 0.01) and np.all(d_fresh > 0.1)
+    with pytest.raises(ValueError, match="feature sizes"):
+        nearest_neighbour_distances(fresh[:, :4], ref)
+
+
 def test_extract_features_batches_and_formats():
     ex = _MeanStd()
     imgs = torch.rand(10, 3, 16, 16) * 2 - 1
@@ -186,6 +199,7 @@ def test_benchmark_quick_smoke(tiny_setup):
     # made exactly that way (torch.manual_seed(0), same config), so its samples equal the ceiling's
     assert r["fd_generated_vs_real"] == pytest.approx(r["fd_untrained_vs_real"], rel=1e-9)
     assert r["relative"] == pytest.approx(1.0)
+    assert r["nn_generated_to_real"] > r["nn_real_to_real"] > 0  # random output is no copy of a crop
 
     import importlib.util
 
