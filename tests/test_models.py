@@ -157,6 +157,7 @@ def test_builtin_default_model_draws_structure_and_paints():
     the noise, and class vectors that change what is drawn where they are painted."""
     from pathlib import Path
 
+    from datagen.features import EfficientNetLite0
     from datagen.train.monitor import paint_influence
     from datagen.vectors import VectorLibrary, visualize
 
@@ -172,19 +173,24 @@ def test_builtin_default_model_draws_structure_and_paints():
     lib = VectorLibrary.load(Path(__file__).resolve().parents[1] / "vector_libraries" / "tissue-small")
     labels = lib.labels
     assert len(labels) >= 3
-    # each class, full-replaced, draws its own tissue: mean colours of two classes differ
-    # by more than those of two vectors of the same class
-    means = {}
+    # each class, full-replaced, draws its own tissue: in EfficientNet-Lite0 feature space two
+    # classes lie further apart than the first and last vector of one class (often two clusters)
+    extractor = EfficientNetLite0().eval()
+    feats = {}
     for name in labels:
         sub = lib.by_label(name)
         assert len(sub) >= 2 and all(r.tileability is not None for r in sub.records)
-        renders = visualize(gen, sub.vectors[:2], "dec.x16", mode="full", seeds=[0, 1], size=64,
+        renders = visualize(gen, sub.vectors[[0, -1]], "dec.x16", mode="full", seeds=[0, 1], size=96,
                             progress=False, dtype="float")
-        means[name] = renders.mean(dim=(1, 3, 4))  # (2 vectors, 3 channels)
-    within = max((m[0] - m[1]).abs().max().item() for m in means.values())
-    between = min((means[a].mean(0) - means[b].mean(0)).abs().max().item()
-                  for i, a in enumerate(labels) for b in labels[i + 1:])
-    assert between > within
+        with torch.no_grad():
+            feats[name] = extractor.pooled(renders.reshape(-1, 3, 96, 96)).reshape(2, 2, -1).mean(dim=1)
+
+    def distance(a: torch.Tensor, b: torch.Tensor) -> float:
+        return 1.0 - torch.nn.functional.cosine_similarity(a, b, dim=-1).item()
+
+    within = max(distance(f[0], f[1]) for f in feats.values())
+    between = min(distance(feats[a].mean(0), feats[b].mean(0)) for i, a in enumerate(labels) for b in labels[i + 1:])
+    assert between > 2 * within, (within, between)
 
 
 def test_skip_min_stride_removes_fine_skips():
