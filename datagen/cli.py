@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(a.func(a) or 0)
     except KeyboardInterrupt:
-        print("\ninterrupted: completed blocks are kept; rerun the same command with --resume to continue", file=sys.stderr)
+        kept = {"train": "a checkpoint was saved", "generate": "completed blocks are kept"}.get(a.command)
+        print("\ninterrupted" + (f": {kept}; rerun the same command with --resume to continue" if kept else ""),
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except (DatagenError, ValueError, KeyError, FileNotFoundError, PermissionError) as e:
         if a.debug:

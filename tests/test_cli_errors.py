@@ -316,3 +316,24 @@ def test_models_bad_path(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert str(tmp_path / "nope") in err and "checkpoint" in err, err
+
+
+@pytest.mark.parametrize("command, argv, hint", [
+    ("cmd_generate", ["generate", "r.yaml", "--out", "o", "--num", "1"], "completed blocks are kept"),
+    ("cmd_train", ["train", "--out", "run"], "a checkpoint was saved"),
+    ("cmd_validate", ["validate", "o"], None),
+])
+def test_ctrl_c_says_what_was_kept(monkeypatch, capsys, command, argv, hint):
+    import datagen.cli as cli
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, command, interrupted)
+    assert cli.main(argv) == cli.EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+    if hint:
+        assert hint in err and "--resume" in err
+    else:
+        assert "--resume" not in err
