@@ -207,6 +207,20 @@ def _peak_rss_kib():
 """
 
 
+def run_child(code: str, threads: int | None) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python process (``threads`` torch/OMP threads when given) and
+    return the JSON object it prints last; a failing child raises with its stderr."""
+    import subprocess
+
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # ---- timing ----------------------------------------------------------------------------
 
 def sync(device: str) -> None:

@@ -16,12 +16,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -142,14 +138,10 @@ def memory_part(a: argparse.Namespace, recipe, device) -> dict:  # noqa: ANN001
     memory = []
     try:
         for s in (a.memory_size, 2 * a.memory_size):
+            threads = a.threads or torch.get_num_threads()
             code = CHILD.format(root=str(C.ROOT), recipe=str(recipe), size=s, out=str(tmp / f"c{s}.ome.tif"),
-                                tile=a.memory_tile, margin=a.memory_margin, device=device,
-                                threads=a.threads or torch.get_num_threads())
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                                  env={**os.environ, "OMP_NUM_THREADS": str(a.threads or torch.get_num_threads())})
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr[-3000:])
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+                                tile=a.memory_tile, margin=a.memory_margin, device=device, threads=threads)
+            r = C.run_child(code, threads)
             r["peak_rss_mib"] = round(r.pop("maxrss_kib") / 1024, 1)
             memory.append(r)
     finally:

@@ -15,12 +15,8 @@ N of a few blocks, so the small run reaches the pipeline's steady state too
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -44,13 +40,7 @@ print(json.dumps({{"num": {num}, "written": rep.written_samples, "seconds": time
 def run_child(recipe: Path, out: Path, num: int, a: argparse.Namespace, device: str) -> dict:
     code = CHILD.format(root=str(C.ROOT), recipe=str(recipe), out=str(out), num=num, device=device,
                         batch=a.batch_size, block=a.block_size, threads=a.threads or 0)
-    env = dict(os.environ)
-    if a.threads:
-        env["OMP_NUM_THREADS"] = str(a.threads)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = C.run_child(code, a.threads)
     res["children_maxrss_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return res
 

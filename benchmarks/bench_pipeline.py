@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np
 
-    from datagen.generate import _augment_block, generate, prepare, render_block
+    from datagen.generate import augment_block, generate, prepare, render_block
     from datagen.writers import open_writer
 
     recipe = C.recipe_from_args(a)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         w = open_writer(a.format, out, info)
         t0 = time.perf_counter()
         for b in blocks:
-            i, m = _augment_block(job, info.block_range(b), *imgs[b])
+            i, m = augment_block(job, info.block_range(b), *imgs[b])
         aug_ms = (time.perf_counter() - t0) / a.num * 1e3
         t0 = time.perf_counter()
         for b in blocks:

@@ -115,7 +115,8 @@ def prepare(recipe_path: str | os.PathLike, *, num: int, seed: int = 0, device: 
     return Job(recipe, gen, renderer, augment, info)
 
 
-def _augment_block(job: Job, indices: range, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def augment_block(job: Job, indices: range, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The recipe's augmentation of a rendered block, each sample from its own ``augment`` stream."""
     if job.augment is None:
         return images, masks
     out_i, out_m = np.empty_like(images), np.empty_like(masks)
@@ -151,7 +152,7 @@ def run_job(job: Job, writer: DatasetWriter, blocks: list[int], *, batch_size: i
         return layouts, [job.renderer.plan(i, lay) for i, lay in zip(r, layouts)]
 
     def finish(b: int, images: np.ndarray, masks: np.ndarray) -> int:
-        images, masks = _augment_block(job, info.block_range(b), images, masks)
+        images, masks = augment_block(job, info.block_range(b), images, masks)
         writer.write_block(b, images, masks)
         return len(images)
 

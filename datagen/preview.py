@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .generate import Job, _augment_block, prepare, render_block
+from .generate import Job, augment_block, prepare, render_block
 
 
 def colorize(mask: np.ndarray, colors: dict[int, tuple[int, int, int]]) -> np.ndarray:
@@ -46,7 +46,7 @@ def preview_sheet(job: Job, num: int, *, columns: int = 2, gap: int = 4) -> np.n
     indices = range(num)
     layouts = np.stack([r.make_layout(i) for i in indices])
     images, masks = render_block(job, indices, layouts, batch_size=8)
-    images, masks = _augment_block(job, indices, images, masks)
+    images, masks = augment_block(job, indices, images, masks)
     colors = {c.id: c.rgb for c in job.recipe.classes}
     h, w = images.shape[1:3]
     cell_w = 3 * w + 2 * gap
