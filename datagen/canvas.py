@@ -72,6 +72,7 @@ from .errors import ConfigError, DatagenError
 from .models.generator import DigipathGenerator, Generator
 from .models.hooks import LayerHook
 from .paint import KEEP, boundary_alpha, paint
+from .masks import ignore_keep
 from .render import PaintClass, check_paint_options, to_uint8
 
 NOISE_TILE = 256
@@ -145,6 +146,7 @@ class Canvas:
         soft_boundary: float = 0.0,
         mask_mode: Literal["layout", "cells"] = "layout",
         layout_scale: int | None = None,
+        ignore_index: int | None = None,
         margin: int | str | None = "auto",
         noise_tile: int = NOISE_TILE,
         precision: Literal["auto", "fp32", "fp16"] = "auto",
@@ -170,7 +172,11 @@ class Canvas:
         self.channels = int(info.channels)
         check_paint_options(self.classes, self.layer, self.channels, soft_boundary, mask_mode)
         self.soft_boundary = float(soft_boundary)
+        if mask_mode == "rendered":
+            raise ValueError("a canvas writes mask: layout or cells; mask: rendered is not implemented for canvases yet")
         self.mask_mode = mask_mode
+        self.ignore_index = ignore_index
+        self.keep_ids = [c.id for c in self.classes if c.keep]
         self.precision = precision
         self.layout_scale = int(layout_scale or self.stride)
         if self.layout_scale < 1:
@@ -265,13 +271,13 @@ class Canvas:
             cells = low[self.source_cells(self._cell_centres(y0, y1), self._cell_centres(x0, x1))]
             rows = np.arange(y0, y1) // s - y0 // s
             cols = np.arange(x0, x1) // s - x0 // s
-            return np.ascontiguousarray(cells[rows][:, cols])
+            return ignore_keep(np.ascontiguousarray(cells[rows][:, cols]), self.keep_ids, self.ignore_index)
         out = np.empty((y1 - y0, x1 - x0), dtype=np.uint8)
         xs = np.arange(x0, x1)
         for r in range(y0, y1, _ROW_CHUNK):
             r1 = min(r + _ROW_CHUNK, y1)
             out[r - y0:r1 - y0] = low[self.source_cells(np.arange(r, r1), xs)]
-        return out
+        return ignore_keep(out, self.keep_ids, self.ignore_index)
 
     def layer_labels(self, y0: int, y1: int, x0: int, x1: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Paint plan of a window: (h, w) slot per layer cell (KEEP or an index into the vectors) and the vectors."""
@@ -378,13 +384,13 @@ def canvas_from_recipe(
     layout_scale: int | None = None,
     margin: int | str | None = "auto",
     generator: Generator | None = None,
+    trust_pickles: bool = False,
 ) -> tuple[Canvas, Any]:
     """A :class:`Canvas` for a recipe (its model, layer, classes, vectors, paint options) and the recipe.
 
     ``layout`` replaces the recipe's layout: a mapping, a preset name or a YAML path.
     """
-    from .generate import build_renderer
-    from .models.registry import load_generator
+    from .generate import build_renderer, load_recipe_model
     from .recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
@@ -393,12 +399,18 @@ def canvas_from_recipe(
             layout = str(Path(layout).resolve())
         recipe.layout = layout
         recipe._layout = None  # re-parse with the replacement
-    gen = generator if generator is not None else load_generator(recipe.model_spec, device)
+    gen = generator if generator is not None else load_recipe_model(recipe, device, trust_pickles=trust_pickles)
     renderer = build_renderer(recipe, gen, seed)  # validates recipe, model, library and layout
+    mask_mode = renderer.mask_mode
+    if mask_mode == "rendered":
+        if "mask" in recipe.paint.model_fields_set:
+            raise ConfigError("datagen canvas writes mask: cells or layout; mask: rendered is not implemented for "
+                              "canvases yet", file=recipe.file, field="paint.mask")
+        mask_mode = "cells"  # the default rendered mode is a dataset feature: a canvas writes the painted cells
     canvas = Canvas(
         gen, renderer.classes, renderer.layout, size=size, seed=seed, layer=renderer.layer,
-        soft_boundary=renderer.soft_boundary, mask_mode=renderer.mask_mode, layout_scale=layout_scale,
-        margin=margin, precision=renderer.precision,
+        soft_boundary=renderer.soft_boundary, mask_mode=mask_mode, layout_scale=layout_scale,
+        margin=margin, precision=renderer.precision, ignore_index=renderer.ignore_index,
     )
     return canvas, recipe
 
@@ -693,14 +705,18 @@ def render_canvas(
     layout_scale: int | None = None,
     device: str | None = None,
     generator: Generator | None = None,
+    trust_pickles: bool = False,
     **write_options: Any,
 ) -> CanvasReport:
     """Recipe -> whole-slide canvas on disk (the ``datagen canvas`` command)."""
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     canvas, recipe = canvas_from_recipe(recipe_path, size=hw, seed=seed, device=device, layout=layout,
-                                        layout_scale=layout_scale, margin=margin, generator=generator)
+                                        layout_scale=layout_scale, margin=margin, generator=generator,
+                                        trust_pickles=trust_pickles)
     classes = [{"id": c.id, "name": c.name, "color": c.color} for c in recipe.classes]
     attrs = {"recipe": Path(recipe_path).read_text(), "recipe_file": str(recipe_path), "model": recipe.model_spec}
+    if canvas.ignore_index is not None and canvas.keep_ids:
+        attrs["ignore_index"] = canvas.ignore_index
     return write_canvas(canvas, out=out, zarr_path=zarr_path, tile=tile, classes=classes, attrs=attrs, **write_options)
 
 
@@ -734,7 +750,7 @@ def cmd_canvas(a: argparse.Namespace) -> int:
         a.recipe, size=a.size, out=a.out, zarr_path=a.zarr, seed=a.seed, tile=a.tile, margin=a.margin,
         layout=a.layout, layout_scale=a.layout_scale, device=a.device, tiff_tile=a.tiff_tile,
         compression=a.compression, jpeg_quality=a.jpeg_quality, mpp=a.mpp, overwrite=a.overwrite,
-        progress=not a.quiet,
+        progress=not a.quiet, trust_pickles=a.trust_pickles,
     )
     h, w = rep.size
     where = ", ".join(str(p) for p in (rep.image, rep.mask, rep.zarr) if p is not None)
@@ -768,6 +784,9 @@ def add_canvas_command(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .cli import add_trust_pickles
+
+    add_trust_pickles(c)
     c.set_defaults(func=cmd_canvas)
     return c
 

@@ -2,8 +2,9 @@
 
 ``preview`` renders samples ``0..num-1`` of a seed exactly as ``datagen generate``
 would (same layouts, vectors, noise and augmentation per index) and lays them out as
-one PNG: each sample's image, then its mask in the recipe's class colours, then the
-mask outlines drawn over the image, so painting faithfulness is visible at a glance.
+one PNG: each sample's image, then its mask in the recipe's class colours (pixels
+written with the ignore value hatched grey), then the mask outlines drawn over the
+image, so painting faithfulness is visible at a glance.
 """
 
 from __future__ import annotations
@@ -17,12 +18,19 @@ from scipy import ndimage
 from .generate import Job, augment_block, prepare, render_block
 
 
-def colorize(mask: np.ndarray, colors: dict[int, tuple[int, int, int]]) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 in the class colours (unknown ids black)."""
+def colorize(mask: np.ndarray, colors: dict[int, tuple[int, int, int]], ignore_index: int | None = None) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 in the class colours (unknown ids black; the
+    ignore value as grey diagonal hatching: those pixels claim no class)."""
     lut = np.zeros((256, 3), dtype=np.uint8)
     for cid, rgb in colors.items():
         lut[cid] = rgb
-    return lut[mask]
+    out = lut[mask]
+    if ignore_index is not None:
+        yy, xx = np.indices(mask.shape)
+        hatch = np.where(((yy + xx) // 4) % 2 == 0, 150, 215).astype(np.uint8)
+        ig = mask == ignore_index
+        out[ig] = hatch[ig][:, None]
+    return out
 
 
 def outline(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
@@ -48,6 +56,7 @@ def preview_sheet(job: Job, num: int, *, columns: int = 2, gap: int = 4) -> np.n
     images, masks = render_block(job, indices, layouts, batch_size=8)
     images, masks = augment_block(job, indices, images, masks)
     colors = {c.id: c.rgb for c in job.recipe.classes}
+    ignore = job.info.ignore_index
     h, w = images.shape[1:3]
     cell_w = 3 * w + 2 * gap
     rows = (num + columns - 1) // columns
@@ -55,17 +64,20 @@ def preview_sheet(job: Job, num: int, *, columns: int = 2, gap: int = 4) -> np.n
     for k in indices:
         y = gap + (k // columns) * (h + gap)
         x = gap + (k % columns) * (cell_w + 3 * gap)
-        for j, panel in enumerate((images[k], colorize(masks[k], colors), outline(images[k], masks[k]))):
+        for j, panel in enumerate((images[k], colorize(masks[k], colors, ignore), outline(images[k], masks[k]))):
             sheet[y:y + h, x + j * (w + gap): x + j * (w + gap) + w] = panel
     return sheet
 
 
 def preview(recipe: str | os.PathLike, out: str | os.PathLike, *, num: int = 8, seed: int = 0,
-            device: str | None = None, columns: int = 2) -> Path:
-    """Render a preview sheet of ``recipe`` (samples 0..num-1 of ``seed``) to the PNG ``out``."""
+            device: str | None = None, columns: int = 2, check_separability: bool = True,
+            trust_pickles: bool = False) -> Path:
+    """Render a preview sheet of ``recipe`` (samples 0..num-1 of ``seed``) to the PNG ``out``.
+    ``check_separability``: warn when two painted classes cannot be told apart (docs/vectors.md#separability)."""
     from PIL import Image
 
-    job = prepare(recipe, num=num, seed=seed, device=device)
+    job = prepare(recipe, num=num, seed=seed, device=device, check_separability=check_separability,
+                  trust_pickles=trust_pickles)
     sheet = preview_sheet(job, num, columns=columns)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

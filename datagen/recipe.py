@@ -12,7 +12,8 @@
         vectors: [12, 40, {id: 7, weight: 2.0}]  # and/or clusters: [3], label: tumor
         weight: 1.0
     layout: {kind: voronoi}           # validated by datagen.layouts
-    paint: {soft_boundary: 0.0, resize: nearest}
+    paint: {soft_boundary: 0.0, resize: nearest, mask: rendered}
+    ignore_index: 255                 # mask value of keep regions and unpainted slivers (null: class ids)
     augment: [{name: HorizontalFlip, p: 0.5}]  # validated by datagen.augment
 
 Every mistake becomes a :class:`~datagen.errors.ConfigError` naming the file, the
@@ -38,7 +39,7 @@ import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .augment import build_augment
-from .config import describe_validation_error, field_path, load_yaml
+from .config import describe_validation_error, excerpt, field_path, load_yaml
 from .errors import ConfigError, DatagenError
 from .layouts import LAYOUT_KINDS, parse_layout
 
@@ -57,10 +58,10 @@ def _color(v: Any) -> str:
         raise ValueError('expected a colour like "#d62728" (quote it: in YAML an unquoted # starts a comment)')
     if isinstance(v, (list, tuple)):
         if len(v) != 3 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in v):
-            raise ValueError(f"expected a colour as \"#rrggbb\" or [r, g, b] with 0..255 integers, got {v!r}")
+            raise ValueError(f"expected a colour as \"#rrggbb\" or [r, g, b] with 0..255 integers, got {excerpt(v)}")
         return "#" + "".join(f"{c:02x}" for c in v)
     if not isinstance(v, str) or not _HEX.match(v.strip()):
-        raise ValueError(f'expected a colour as "#rrggbb" (or "#rgb", or [r, g, b]), got {v!r}')
+        raise ValueError(f'expected a colour as "#rrggbb" (or "#rgb", or [r, g, b]), got {excerpt(v)}')
     h = v.strip().lstrip("#").lower()
     if len(h) == 3:
         h = "".join(c * 2 for c in h)
@@ -69,12 +70,12 @@ def _color(v: Any) -> str:
 
 def _vector_ref(v: Any) -> Any:
     if isinstance(v, bool):
-        raise ValueError(f"expected a vector id (integer) or {{id: N, weight: W}}, got {v!r}")
+        raise ValueError(f"expected a vector id (integer) or {{id: N, weight: W}}, got {excerpt(v)}")
     if isinstance(v, int):
         return {"id": v}
     if isinstance(v, dict):
         return v
-    raise ValueError(f"expected a vector id (integer) or {{id: N, weight: W}}, got {v!r}")
+    raise ValueError(f"expected a vector id (integer) or {{id: N, weight: W}}, got {excerpt(v)}")
 
 
 def _size(v: Any) -> Any:
@@ -82,14 +83,14 @@ def _size(v: Any) -> Any:
         return (v, v)
     if isinstance(v, (list, tuple)) and len(v) == 2:
         return tuple(v)
-    raise ValueError(f"expected [height, width] or one integer, got {v!r}")
+    raise ValueError(f"expected [height, width] or one integer, got {excerpt(v)}")
 
 
 def _name(v: Any) -> Any:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = str(v)
     if not isinstance(v, str) or not v.strip() or "\n" in v:
-        raise ValueError(f"expected a non-empty single-line name, got {v!r}")
+        raise ValueError(f"expected a non-empty single-line name, got {excerpt(v)}")
     return v.strip()
 
 
@@ -98,12 +99,12 @@ def _layout(v: Any) -> Any:
         return v
     if isinstance(v, str) and v.strip():
         return v.strip()
-    raise ValueError(f"expected a mapping like {{kind: voronoi, ...}} or a preset name / path, got {v!r}")
+    raise ValueError(f"expected a mapping like {{kind: voronoi, ...}} or a preset name / path, got {excerpt(v)}")
 
 
 def _augment_item(v: Any) -> Any:
     if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"].strip():
-        raise ValueError(f"expected a transform like {{name: HorizontalFlip, p: 0.5}}, got {v!r}")
+        raise ValueError(f"expected a transform like {{name: HorizontalFlip, p: 0.5}}, got {excerpt(v)}")
     return v
 
 
@@ -148,8 +149,14 @@ class PaintOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     soft_boundary: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     resize: Literal["nearest"] = "nearest"
-    mask: Literal["layout", "cells"] = "layout"
-    """What the written mask is: the layout itself, or the painted layer cells (see datagen.render)."""
+    mask: Literal["layout", "cells", "rendered"] = "rendered"
+    """What the written mask is: the boundaries the generator drew (``rendered``), the layout
+    itself, or the painted layer cells (see datagen.render and datagen.masks)."""
+    min_confidence: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    """``mask: rendered`` only: a boundary pixel whose classifier confidence is lower is written as ignore."""
+    boundary_ignore: Annotated[int, Field(strict=True, ge=0, le=64)] = 0
+    """Pixels within this many px of a boundary (on each side) are written as ignore: the
+    strip where the image blends both sides. 0: none."""
 
 
 class Recipe(BaseModel):
@@ -164,7 +171,12 @@ class Recipe(BaseModel):
     classes: Annotated[list[ClassSpec], Field(min_length=1)]
     layout: Annotated[Any, BeforeValidator(_layout)] = None
     paint: PaintOptions = Field(default_factory=PaintOptions)
+    ignore_index: Annotated[int, Field(strict=True, ge=0, le=255)] | None = 255
+    """Mask value of pixels that claim no class (keep regions, unpainted slivers); null writes
+    keep regions with their own class id instead."""
     augment: list[Annotated[dict[str, Any], BeforeValidator(_augment_item)]] = Field(default_factory=list)
+    trust: Annotated[bool, Field(strict=True)] = False
+    """Allow a ``stylegan2:`` pickle as ``model``: unpickling runs code from the file (same as --trust-pickles)."""
 
     _file: Path | None = PrivateAttr(default=None)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -180,7 +192,7 @@ class Recipe(BaseModel):
                 if val in seen[key]:
                     j = seen[key][val]
                     raise ConfigError(
-                        f"duplicate class {key} {val!r}: classes[{j}] ({self.classes[j].name!r}) already uses it; "
+                        f"duplicate class {key} {excerpt(val)}: classes[{j}] ({excerpt(self.classes[j].name)}) already uses it; "
                         f"every class needs its own {key}",
                         field=f"classes[{i}].{key}",
                     )
@@ -199,6 +211,10 @@ class Recipe(BaseModel):
                 )
         if self.library is None and any(not c.keep for c in self.classes):
             raise ConfigError("a vector library directory is required when a class paints vectors", field="library")
+        if self.ignore_index is not None and self.ignore_index in seen["id"]:
+            c = self.classes[seen["id"][self.ignore_index]]
+            raise ConfigError(f"ignore_index {self.ignore_index} is also the id of class {c.name!r}; "
+                              "choose another ignore value (or class id)", field="ignore_index")
         return self
 
     # -- paths --------------------------------------------------------------
@@ -228,7 +244,9 @@ class Recipe(BaseModel):
         prefix, path = ("stylegan2:", spec[len("stylegan2:"):]) if spec.startswith("stylegan2:") else ("", spec)
         p = Path(path).expanduser()
         if not p.is_absolute() and (self._base_dir / p).exists():
-            return prefix + str(self._base_dir / p)
+            # absolute, so the spec (part of an output's fingerprint) does not depend on the folder the
+            # recipe was named from (recipes/x.yaml vs /abs/recipes/x.yaml)
+            return prefix + os.path.abspath(self._base_dir / p)
         return spec
 
     @property
@@ -277,6 +295,9 @@ class Recipe(BaseModel):
             if callable(check):
                 try:
                     check({c.name: c.id for c in self.classes})
+                    files_check = getattr(spec, "check_files", None)
+                    if callable(files_check):  # user masks: open every file before any output exists
+                        files_check({c.name: c.id for c in self.classes})
                 except ConfigError as e:
                     raise ConfigError(e.message, file=e.file or self._file, field=e.field or "layout") from None
             self._layout = spec
@@ -355,7 +376,7 @@ class Recipe(BaseModel):
 _ALLOWED = {
     "": Recipe, "classes[]": ClassSpec, "paint": PaintOptions, "classes[].vectors[]": VectorRef,
 }
-_EXPECTED_MAPPING = {"classes[]": "a class mapping {name, id, color, ...}", "paint": "a mapping {soft_boundary, resize}",
+_EXPECTED_MAPPING = {"classes[]": "a class mapping {name, id, color, ...}", "paint": "a mapping {soft_boundary, resize, mask, min_confidence, boundary_ignore}",
                      "": "a mapping of recipe fields"}
 
 
@@ -386,7 +407,7 @@ def _describe(err: dict[str, Any]) -> str:
         return "required field is missing" + (f"; expected {expected}" if expected else "")
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         what = _EXPECTED_MAPPING.get(_generic(loc), "a mapping")
-        return f"expected {what}, got {err.get('input')!r}"
+        return f"expected {what}, got {excerpt(err.get('input'))}"
     return describe_validation_error(err)
 
 

@@ -112,6 +112,8 @@ def validate_dataset(
         return report
     report.num_samples, report.num_blocks = info.num_samples, info.num_blocks
     report.class_names = {c["id"]: c["name"] for c in info.classes}
+    if info.ignore_index is not None:
+        report.class_names[info.ignore_index] = "(ignore)"
     fmt = doc.get("format")
     report.dataset_format = fmt
     if fmt not in READERS:
@@ -159,7 +161,7 @@ def validate_dataset(
 
 def _check_blocks(report, reader, info, manifest, blocks, progress) -> None:  # noqa: ANN001
     known = np.zeros(256, dtype=bool)
-    known[info.class_ids] = True
+    known[info.mask_values] = True
     pixels = np.zeros(256, dtype=np.int64)
     limits = {
         "unreadable": _Limited(report.errors, "unreadable blocks"),
@@ -212,6 +214,7 @@ def _check_block(report, reader, info, manifest, b, known, pixels, limits) -> No
             report.bad_mask_samples += 1
             limits["bad_ids"].add(
                 f"sample {index}: mask has ids {unknown.tolist()} not in the class table {info.class_ids}"
+                + (f" or the ignore value {info.ignore_index}" if info.ignore_index is not None else "")
             )
         img = images[j]
         if img.min() == img.max():

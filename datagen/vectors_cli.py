@@ -8,12 +8,12 @@ from pathlib import Path
 from .errors import DatagenError
 
 
-def _load(lib_dir: str, model: str | None, device: str | None):  # type: ignore[no-untyped-def]
+def _load(lib_dir: str, model: str | None, device: str | None, trust_pickles: bool = False):  # type: ignore[no-untyped-def]
     from .models import load_generator
     from .vectors import VectorLibrary
 
     lib = VectorLibrary.load(lib_dir)
-    gen = load_generator(model or lib.model, device)
+    gen = load_generator(model or lib.model, device, trust_pickles=trust_pickles)
     if gen.layer(lib.layer).channels != lib.channels:
         raise DatagenError(f"{lib_dir}: vectors have {lib.channels} channels, layer {lib.layer!r} of {model or lib.model} has {gen.layer(lib.layer).channels}")
     return lib, gen
@@ -23,7 +23,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
     from .models import load_generator
     from .vectors import cluster_library, extract_vectors
 
-    gen = load_generator(a.model, a.device)
+    gen = load_generator(a.model, a.device, trust_pickles=a.trust_pickles)
     per_image = "all" if a.per_image == "all" else int(a.per_image)
     lib = extract_vectors(gen, a.layer, a.num_images, size=a.size, seed=a.seed, per_image=per_image,
                           batch_size=a.batch_size, progress=not a.quiet, model_spec=a.model)
@@ -37,7 +37,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
 def cmd_score(a: argparse.Namespace) -> int:
     from .vectors import score_library
 
-    lib, gen = _load(a.library, a.model, a.device)
+    lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
     scores = score_library(lib, gen, extractor_spec=a.extractor, extractor_layer=a.extractor_layer, grid=a.grid,
                            seeds=a.seeds, size=a.size, batch_size=a.batch_size, progress=not a.quiet)
     lib.save(a.library)
@@ -53,7 +53,7 @@ def cmd_show(a: argparse.Namespace) -> int:
 
     from .vectors import contact_sheet, html_report, vector_caption, visualize
 
-    lib, gen = _load(a.library, a.model, a.device)
+    lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
     ids = [int(i) for i in a.ids] if a.ids else list(lib.ids)
     if a.top:
         scored = [i for i in ids if lib.record(i).tileability is not None]
@@ -76,7 +76,13 @@ def cmd_show(a: argparse.Namespace) -> int:
         pairs = small.round().clamp(0, 255).to(pairs.dtype).reshape(v, s_, c, *small.shape[-2:])
     contact_sheet(pairs, captions, out / "contact_sheet.png", columns=pairs.shape[1])
     thr = (lib.tileability or {}).get("threshold")
-    html_report(lib, full, grid, out / "report.html", ids=ids, threshold=thr, thumb=a.thumb)
+    sep = None
+    if len(lib.labels) >= 2 and not a.no_separability:  # class confusion of the labelled classes in the report
+        from .vectors.separability import library_classes, measure_separability
+
+        vecs, groups = library_classes(lib, "label")
+        sep = measure_separability(gen, lib.layer, vecs, ids=groups, size=a.size or 128, progress=False)
+    html_report(lib, full, grid, out / "report.html", ids=ids, threshold=thr, thumb=a.thumb, separability=sep)
     print(f"{out / 'contact_sheet.png'}\n{out / 'report.html'}")
     return 0
 
@@ -99,8 +105,47 @@ def cmd_label(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_separability(a: argparse.Namespace) -> int:
+    import json
+
+    from .vectors.separability import (
+        library_classes, measure_painted_separability, measure_separability, recipe_classes, save_result,
+    )
+
+    lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
+    if a.recipe:
+        from .recipe import load_recipe
+
+        recipe = load_recipe(a.recipe)
+        recipe.validate_against(gen, lib)
+        vecs, ids = recipe_classes(recipe, lib)
+        section = f"recipe {Path(a.recipe).name}"
+    else:
+        vecs, ids = library_classes(lib, "cluster" if a.by_cluster else "label")
+        section = "clusters" if a.by_cluster else "labels"
+    if len(vecs) < 2:
+        what = "painted classes in the recipe" if a.recipe else ("clusters" if a.by_cluster else "labels (set label: in library.yaml)")
+        raise DatagenError(f"{a.library}: separability needs at least two {what}, found {len(vecs)}")
+    if a.method == "painted":
+        report = measure_painted_separability(gen, lib.layer, vecs, ids=ids, size=a.size or 256, num=a.num,
+                                              threshold=a.threshold, progress=not a.quiet)
+        section += " (painted)"
+        unit = "% of interior pixels"
+    else:
+        report = measure_separability(gen, lib.layer, vecs, ids=ids, size=a.size or 128, seeds=a.seeds,
+                                      max_vectors=a.max_vectors, threshold=a.threshold, batch_size=a.batch_size,
+                                      progress=not a.quiet)
+        unit = "% of renders"
+    print(report.format(title=f"{a.library}: {section}; rows: true class, columns: predicted ({unit})"))
+    if a.json:
+        Path(a.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    if not a.no_save:
+        print(f"saved as section {section!r} of {save_result(a.library, section, report)}")
+    return 1 if a.strict and not report.ok else 0
+
+
 def add_vector_commands(sub: argparse._SubParsersAction) -> None:
-    v = sub.add_parser("vectors", help="activation-vector libraries: extract, score, show, label")
+    v = sub.add_parser("vectors", help="activation-vector libraries: extract, score, show, label, separability")
     vs = v.add_subparsers(dest="vectors_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser, model_required: bool = False) -> None:
@@ -110,6 +155,9 @@ def add_vector_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--size", type=int, default=None, help="render size in px (default: a size the model supports)")
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--quiet", action="store_true")
+        from .cli import add_trust_pickles
+
+        add_trust_pickles(p)
 
     e = vs.add_parser("extract", help="sample images and collect activation vectors at a layer")
     common(e, model_required=True)
@@ -138,8 +186,28 @@ def add_vector_commands(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--top", type=int, default=None, help="only the N most tileable")
     w.add_argument("--grid", type=int, default=2)
     w.add_argument("--seeds", type=int, default=2)
+    w.add_argument("--no-separability", action="store_true", help="leave the class confusion matrix of the labels out of the report")
     w.add_argument("--thumb", type=int, default=96, help="thumbnail width in px for the sheet and report (0: full size)")
     w.set_defaults(func=cmd_show)
+
+    sp = vs.add_parser("separability", help="can the labelled classes (or clusters, or a recipe's classes) be told apart?")
+    sp.add_argument("library")
+    common(sp)
+    grp = sp.add_mutually_exclusive_group()
+    grp.add_argument("--recipe", help="measure this recipe's painted classes (default: the library's labels)")
+    grp.add_argument("--by-cluster", action="store_true", help="measure every cluster as a class")
+    sp.add_argument("--method", choices=("features", "painted"), default="features",
+                    help="features: full-replace renders, nearest class centroid (seconds; what generate checks); "
+                         "painted: datagen qc's pixel model on painted mosaics of the classes (about a minute; "
+                         "what a segmentation model sees)")
+    sp.add_argument("--num", type=int, default=32, help="painted: mosaics to render (default 32)")
+    sp.add_argument("--seeds", type=int, default=2, help="noise seeds per vector (default 2)")
+    sp.add_argument("--max-vectors", type=int, default=8, help="vectors per class, spread over its ids (default 8)")
+    sp.add_argument("--threshold", type=float, default=0.2, help="flag pairs with confusion a->b + b->a >= this (default 0.2)")
+    sp.add_argument("--json", help="also write the report as JSON here")
+    sp.add_argument("--no-save", action="store_true", help="do not store the result in LIBRARY/separability.json")
+    sp.add_argument("--strict", action="store_true", help="exit with status 1 when a pair is inseparable")
+    sp.set_defaults(func=cmd_separability)
 
     lb = vs.add_parser("label", help="name vectors as a tissue class (or '-' to clear)")
     lb.add_argument("library")

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.dataset} has no completed samples yet", file=sys.stderr)
         return 2
     names = ", ".join(f"{c['id']}={c['name']}" for c in ds.classes)
-    print(f"{ds}: {len(ds)} samples {ds.info.height}x{ds.info.width}, classes {names}")
+    print(f"{ds}: {len(ds)} samples {ds.info.height}x{ds.info.width}, classes {names}, ignore value {ds.ignore_index}")
 
     loader = DataLoader(
         ds,
@@ -84,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = tiny_segnet(ds.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    loss_fn = nn.CrossEntropyLoss()
+    # pixels that claim no class (keep regions, unpainted slivers) carry ds.ignore_index:
+    # they must not be learnt as any class
+    ignore = ds.ignore_index if ds.ignore_index is not None else -100
+    loss_fn = nn.CrossEntropyLoss(ignore_index=ignore)
     model.train()
     step, t0 = 0, time.perf_counter()
     while step < args.steps:
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             step += 1
             with torch.no_grad():
-                acc = (logits.argmax(1) == masks).float().mean().item()
+                valid = masks != ignore
+                acc = (logits.argmax(1) == masks)[valid].float().mean().item() if valid.any() else float("nan")
             print(f"step {step:4d}/{args.steps}  loss {loss.item():.4f}  pixel-acc {acc:.3f}", flush=True)
             if step >= args.steps:
                 break

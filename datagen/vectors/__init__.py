@@ -14,7 +14,14 @@ See docs/vectors.md.
 from .cluster import Clustering, cluster_library, cluster_vectors
 from .extract import extract_vectors, regenerate_image, resolve_layer_name, resolve_size
 from .library import SIDECAR_FILE, VECTORS_FILE, VectorLibrary, VectorRecord
-from .report import contact_sheet, data_uri, html_report, sheet_size, vector_caption
+from .report import contact_sheet, data_uri, html_report, separability_html, sheet_size, vector_caption
+from .separability import (
+    ClassSeparabilityWarning,
+    SeparabilityReport,
+    check_recipe_separability,
+    library_classes,
+    measure_separability,
+)
 from .tileability import (
     TILEABILITY_GRID,
     default_threshold,
@@ -27,10 +34,11 @@ from .tileability import (
 from .visualize import grid_mask_at_image, iter_renders, make_edit, resolve_seeds, to_uint8, visualize
 
 __all__ = [
-    "Clustering", "SIDECAR_FILE", "TILEABILITY_GRID", "VECTORS_FILE", "VectorLibrary", "VectorRecord",
+    "ClassSeparabilityWarning", "Clustering", "SIDECAR_FILE", "SeparabilityReport", "check_recipe_separability",
+    "library_classes", "measure_separability", "TILEABILITY_GRID", "VECTORS_FILE", "VectorLibrary", "VectorRecord",
     "cluster_library", "cluster_vectors", "contact_sheet", "data_uri", "default_threshold",
     "extract_vectors", "grid_mask_at_image", "html_report", "iter_renders", "make_edit", "mask_weights",
     "masked_mean", "rank_tileable", "regenerate_image", "resolve_layer_name", "resolve_seeds",
-    "resolve_size", "score_library", "sheet_size", "tileability_scores", "to_uint8", "vector_caption",
+    "resolve_size", "score_library", "separability_html", "sheet_size", "tileability_scores", "to_uint8", "vector_caption",
     "visualize",
 ]

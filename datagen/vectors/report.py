@@ -12,12 +12,16 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .library import VectorLibrary
 from .visualize import to_uint8
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .separability import SeparabilityReport
 
 MARGIN = 4
 """Pixels between tiles and around the sheet."""
@@ -116,6 +120,7 @@ def vector_caption(library: VectorLibrary, vector_id: int) -> str:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.3em;margin:0 0 .3em}
+h2{font-size:1.1em;margin:1em 0 .3em}
 table{border-collapse:collapse}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:middle}
 th{background:#f4f4f4;position:sticky;top:0}
@@ -137,6 +142,7 @@ def html_report(
     title: str | None = None,
     thumb: int | None = 128,
     threshold: float | None = None,
+    separability: "SeparabilityReport | None" = None,
 ) -> Path:
     """One self-contained HTML file: a provenance header and a table with one row per vector
     (full and grid-2 visualisations, tileability, cluster, class), sorted by score (best
@@ -147,6 +153,8 @@ def html_report(
     stored downscaled to this width (None keeps full size). Every image is embedded, so for
     libraries of thousands of vectors pass a subset (e.g. the top and bottom 100 by score).
     ``threshold`` (default: the library's recorded Otsu threshold) marks rows as tileable.
+    ``separability``: a :class:`~datagen.vectors.separability.SeparabilityReport` of the labelled
+    classes, shown as a class confusion matrix above the vector table.
     """
     ids = list(ids) if ids is not None else library.ids
     if full_images.ndim == 4:
@@ -213,7 +221,8 @@ def html_report(
         f"<h1>{esc(t)}</h1>\n<dl>"
         + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in prov.items())
         + (f"<dt>tileable threshold</dt><dd>{threshold:.4f} (green rows &ge; threshold)</dd>" if threshold is not None else "")
-        + "</dl>\n<table><thead><tr><th>id</th><th>full replace</th>"
+        + "</dl>\n" + (separability_html(separability) if separability is not None else "")
+        + "<table><thead><tr><th>id</th><th>full replace</th>"
         f"<th>grid-{esc(str(grid))} replace</th><th>tileability</th><th>cluster</th><th>class</th><th>origin</th>"
         "</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n</body></html>\n"
     )
@@ -225,4 +234,36 @@ def html_report(
     return p
 
 
-__all__ = ["contact_sheet", "data_uri", "html_report", "png_bytes", "sheet_size", "to_pil", "vector_caption"]
+def separability_html(report: "SeparabilityReport") -> str:
+    """An HTML section: the class confusion matrix (% of renders, rows true class, columns
+    predicted), per-class accuracy and the inseparable pairs (docs/vectors.md#separability)."""
+    esc = html.escape
+    names = report.classes
+    head = "".join(f"<th>{esc(n)}</th>" for n in names)
+    rows = []
+    for i, n in enumerate(names):
+        cells = []
+        for j, v in enumerate(report.confusion[i]):
+            bad = i != j and v + report.confusion[j][i] >= report.threshold
+            style = ' style="background:#fdd"' if bad else (' style="background:#e8f5e9"' if i == j else "")
+            cells.append(f'<td class="num"{style}>{100 * v:.0f}</td>')
+        rows.append(f"<tr><th>{esc(n)}</th>{''.join(cells)}<td class=\"num\">{100 * report.accuracy[n]:.0f}%</td>"
+                    f"<td class=\"num\">{len(report.vectors[n])} of {report.num_vectors[n]}</td></tr>")
+    pairs = "".join(f"<li>{esc(p.a)} ~ {esc(p.b)}: {esc(p.describe())}</li>" for p in report.pairs)
+    verdict = (f"<p>Inseparable pairs (confusion a&rarr;b + b&rarr;a &ge; {report.threshold:g}, or shared vectors):"
+               f"</p><ul>{pairs}</ul>" if report.pairs else
+               f"<p>Every pair of classes is separable (confusion a&rarr;b + b&rarr;a &lt; {report.threshold:g}).</p>")
+    s = report.settings
+    return (
+        "<h2>Class separability</h2>\n<p>Full-replace renders of each class's vectors (seeds "
+        f"{esc(str(s.get('seeds')))}, {esc('x'.join(map(str, s.get('size', []))))} px), classified by the nearest class "
+        f"centroid of {esc(str(s.get('extractor')))} {esc(str(s.get('extractor_layer')))} features, leaving each vector "
+        "out of its own class. Rows: true class; columns: predicted class; % of renders. "
+        "See docs/vectors.md#separability.</p>\n"
+        f"<table><thead><tr><th>true \\ predicted</th>{head}<th>accuracy</th><th>vectors</th></tr></thead><tbody>"
+        + "".join(rows) + "</tbody></table>\n" + verdict + "\n"
+    )
+
+
+__all__ = ["contact_sheet", "data_uri", "html_report", "png_bytes", "separability_html", "sheet_size", "to_pil",
+           "vector_caption"]

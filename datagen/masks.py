@@ -1,0 +1,325 @@
+"""What the written mask claims: one value per pixel, a class only where the image shows it.
+
+A mask value is a claim about the pixels under it. Three places break that claim
+unless the mask says so:
+
+* **keep regions** (``keep: true`` classes) show the generator's own activations,
+  tissue of whatever kind the noise and conditioning happen to draw. They are
+  written with the *ignore value* (default 255), never with a class id.
+* **unpainted slivers**: a region thinner than about half a paint-layer cell
+  contains no cell centre, so nothing is painted there (the centred nearest
+  resize never samples it). With ``mask: layout`` those pixels are written as
+  ignore; with ``mask: cells`` / ``mask: rendered`` they are simply not a region.
+* **boundaries**: the decoder does not draw the cell edges of the paint layer
+  exactly; measured on ``builtin:tissue-small`` one class spreads 4-6 px into
+  its neighbour, depending on the pair (docs/fidelity.md). ``mask: rendered``
+  reads the boundary from the generator's own decoder activations instead.
+
+``paint.boundary_ignore: N`` writes a strip of N px on each side of every boundary
+as ignore, in any mask mode: the decoder blends the two sides there (the VOC
+datasets' "void" border is the same convention).
+
+``mask: rendered`` follows DatasetGAN (Zhang et al. 2021) without human labels:
+the painted cells *are* labels. A small per-pixel classifier on the decoder
+activations below the paint layer is fitted, once per run, on the interiors of
+painted cells of calibration renders (their own random streams, so fitting is
+deterministic for a seed), then labels every pixel near a cell boundary. Away
+from boundaries the painted cell is the label. A pixel whose best class is a
+keep region, or whose classifier confidence is below ``min_confidence``, is
+written as ignore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+DEFAULT_IGNORE = 255
+"""The ignore value written where a mask pixel claims no class (recipes: ``ignore_index``)."""
+
+
+def ignore_keep(mask: np.ndarray, keep_ids: Sequence[int], ignore_index: int | None) -> np.ndarray:
+    """``mask`` with every pixel of a keep class set to ``ignore_index`` (in place; no-op if None)."""
+    if ignore_index is not None and len(keep_ids):
+        mask[np.isin(mask, np.asarray(list(keep_ids), dtype=mask.dtype))] = ignore_index
+    return mask
+
+
+def cell_boundary_distance(cells: np.ndarray) -> np.ndarray:
+    """Distance (px) of every pixel to the nearest pixel whose 4-neighbour has another label."""
+    edge = np.zeros(cells.shape, dtype=bool)
+    dy = cells[1:] != cells[:-1]
+    dx = cells[:, 1:] != cells[:, :-1]
+    edge[1:] |= dy
+    edge[:-1] |= dy
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    if not edge.any():
+        return np.full(cells.shape, np.inf, dtype=np.float32)
+    return ndimage.distance_transform_edt(~edge).astype(np.float32)
+
+
+# ---- mask: rendered ------------------------------------------------------------------
+class _PixelHead(torch.nn.Module):
+    """Per-pixel MLP over the concatenated decoder layers, applied without concatenating them.
+
+    The first linear map of a concatenation is the sum of one linear map per layer, and a
+    1x1 linear map commutes with bilinear upsampling, so each layer is projected at its own
+    resolution and only the small hidden map is upsampled to the output size.
+    """
+
+    def __init__(self, channels: Sequence[int], num_classes: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.proj = torch.nn.ModuleList([torch.nn.Conv2d(c, hidden, 1, bias=False) for c in channels])
+        self.bias = torch.nn.Parameter(torch.zeros(hidden))
+        self.out = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(hidden, hidden, 1), torch.nn.ReLU(),
+                                       torch.nn.Conv2d(hidden, num_classes, 1))
+
+    def hidden_map(self, feats: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        h = 0
+        for proj, f in zip(self.proj, feats):
+            p = proj(f)
+            if p.shape[-2:] != size:
+                p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+            h = h + p
+        return h + self.bias[:, None, None]
+
+    def forward(self, feats: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        return self.out(self.hidden_map(feats, size))
+
+
+@dataclass
+class RenderedMaskModel:
+    """A fitted per-pixel classifier from decoder activations to the classes painted there.
+
+    ``classes[k]`` is the class id of output ``k``; ``keep_index`` is the output that
+    stands for keep regions (or None when the recipe has none).
+    """
+
+    layers: list[str]
+    head: _PixelHead
+    classes: list[int]
+    keep_index: int | None
+    mean: list[torch.Tensor]
+    std: list[torch.Tensor]
+    calibration: dict
+
+    def _normalise(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [(f.float() - m.to(f.device)) / s.to(f.device) for f, m, s in zip(feats, self.mean, self.std)]
+
+    @torch.no_grad()
+    def logits(self, feats: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """(N, K, H, W) logits; float64 on the CPU.
+
+        On the CPU the head runs in float64: matrix kernels group their sums by thread
+        count, batch shape and (under load) by how many threads actually ran, which in
+        float32 flipped the class of a few boundary pixels between identical runs
+        (issue 15); in float64 those differences are far below anything an argmax sees.
+        """
+        dev = feats[0].device
+        if dev.type == "cpu":
+            head64 = getattr(self, "_head64", None)
+            if head64 is None:
+                import copy
+
+                head64 = self._head64 = copy.deepcopy(self.head).double()
+            return head64([f.double() for f in self._normalise(feats)], size)
+        head = self.head.to(dev)
+        return head(self._normalise(feats), size)
+
+
+def feature_layers(generator, layer: str) -> list[str]:
+    """The generator layers after the paint layer and finer than it: what the decoder draws from."""
+    infos = generator.layers()
+    names = [i.name for i in infos]
+    if layer not in names:
+        return []
+    paint_stride = generator.layer(layer).stride
+    after = infos[names.index(layer) + 1:]
+    return [i.name for i in after if i.stride < paint_stride]
+
+
+def fit_rendered_mask(features: list[list[torch.Tensor]], cells: np.ndarray, **kwargs) -> RenderedMaskModel:
+    """Fit the classifier on pixels at least ``margin`` px inside their painted cell region (see :func:`_fit`).
+
+    The fit runs on one CPU thread: float32 gradient sums are grouped by thread count (and
+    by how many threads actually ran on a loaded machine), so with several threads the
+    fitted classifier -- and a few hundred boundary pixels of every mask -- differed
+    between identical runs (issue 15). One thread makes it the same on every run.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit(features, cells, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(features: list[list[torch.Tensor]], cells: np.ndarray, *, class_ids: Sequence[int],
+                      keep_ids: Sequence[int], margin: float, seed: int, steps: int = 300,
+                      pixels_per_sample: int = 3000) -> RenderedMaskModel:
+    """Fit the classifier on pixels at least ``margin`` px inside their painted cell region.
+
+    features: per calibration sample, one (1, C_l, h_l, w_l) tensor per decoder layer (CPU).
+    cells:    (N, H, W) the painted class of every pixel (keep classes by their own id).
+    """
+    n, H, W = cells.shape
+    keep_ids = list(keep_ids)
+    painted = [c for c in class_ids if c not in keep_ids]
+    classes = painted + ([-1] if keep_ids else [])  # -1: any keep region
+    lut = np.full(256, -100, dtype=np.int64)
+    for k, c in enumerate(painted):
+        lut[c] = k
+    for c in keep_ids:
+        lut[c] = len(painted)
+    rng = np.random.default_rng(seed)
+    # per-layer normalisation from the calibration set
+    nl = len(features[0])
+    # (statistics in float64: float32 sums depend on the thread count, and the fit must not; issue 15)
+    mean = [torch.stack([f[l].double().mean(dim=(0, 2, 3)) for f in features]).mean(0)[:, None, None].float() for l in range(nl)]
+    std = [torch.stack([f[l].double().std(dim=(0, 2, 3)) for f in features]).mean(0).clamp_min(1e-4)[:, None, None].float()
+           for l in range(nl)]
+    xs: list[list[torch.Tensor]] = [[] for _ in range(nl)]
+    ys: list[np.ndarray] = []
+    for i in range(n):
+        y = lut[cells[i]]
+        ok = (cell_boundary_distance(cells[i]) >= margin) & (y >= 0)
+        cand = np.flatnonzero(ok.ravel())
+        if cand.size == 0:
+            continue
+        # balance classes within the sample: draw the same number of pixels from each
+        lab = y.ravel()[cand]
+        picks = []
+        present = np.unique(lab)
+        for k in present:
+            pool = cand[lab == k]
+            picks.append(rng.choice(pool, size=min(len(pool), pixels_per_sample // len(present)), replace=False))
+        pick = np.concatenate(picks)
+        ys.append(y.ravel()[pick])
+        py, px = pick // W, pick % W
+        for l, f in enumerate(features[i]):
+            f = (f.float() - mean[l]) / std[l]
+            # bilinear value at pixel centres, as the inference upsampling computes it
+            gy = torch.from_numpy((py + 0.5) / H * 2 - 1).float()
+            gx = torch.from_numpy((px + 0.5) / W * 2 - 1).float()
+            grid = torch.stack([gx, gy], -1)[None, None]
+            v = F.grid_sample(f, grid, mode="bilinear", align_corners=False, padding_mode="border")[0, :, 0].T
+            xs[l].append(v)
+    if not ys:
+        raise ValueError("mask: rendered found no painted cell interiors in its calibration renders; "
+                         "make regions larger (layout) or use mask: cells")
+    X = [torch.cat(x) for x in xs]
+    Y = torch.from_numpy(np.concatenate(ys))
+    torch_gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = _PixelHead([x.shape[1] for x in X], len(classes))
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    m = len(Y)
+    counts = torch.bincount(Y, minlength=len(classes)).float()
+    weight = (counts.sum() / counts.clamp_min(1)) / len(classes)
+    for step in range(steps):
+        idx = torch.randint(m, (min(4096, m),), generator=torch_gen)
+        hid = sum(torch.nn.functional.linear(x[idx], p.weight[:, :, 0, 0]) for x, p in zip(X, head.proj)) + head.bias
+        logits = head.out(hid[:, :, None, None])[:, :, 0, 0]
+        loss = F.cross_entropy(logits, Y[idx], weight=weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        hid = sum(torch.nn.functional.linear(x, p.weight[:, :, 0, 0]) for x, p in zip(X, head.proj)) + head.bias
+        acc = float((head.out(hid[:, :, None, None])[:, :, 0, 0].argmax(1) == Y).float().mean())
+    head = head.float().eval()
+    return RenderedMaskModel(layers=[], head=head, classes=classes, keep_index=len(painted) if keep_ids else None,
+                             mean=mean, std=std,
+                             calibration={"samples": n, "pixels": int(m), "margin_px": margin, "steps": steps,
+                                          "train_accuracy": round(acc, 4)})
+
+
+def near_boundary(cells: torch.Tensor, band: int) -> torch.Tensor:
+    """(N, H, W) bool: pixels within ``band`` px (square window) of a place where the
+    class of ``cells`` (N, H, W) changes between 4-neighbours. Runs on the tensor's device."""
+    c = cells.to(torch.int16)
+    edge = torch.zeros_like(c, dtype=torch.bool)
+    dy = c[:, 1:] != c[:, :-1]
+    dx = c[:, :, 1:] != c[:, :, :-1]
+    edge[:, 1:] |= dy
+    edge[:, :-1] |= dy
+    edge[:, :, 1:] |= dx
+    edge[:, :, :-1] |= dx
+    k = 2 * int(band) + 1
+    return F.max_pool2d(edge[:, None].float(), k, stride=1, padding=int(band))[:, 0] > 0
+
+
+def ignore_boundaries(masks: np.ndarray, width: int, ignore_index: int | None) -> np.ndarray:
+    """``masks`` (N, H, W) with every pixel that has a pixel of another value within ``width``
+    px (square window) set to ``ignore_index``: a strip of ``width`` px on each side of every
+    boundary, where the rendered image blends both sides (in place; no-op if width is 0 or
+    there is no ignore value). Boundaries against ignored regions count too."""
+    if width <= 0 or ignore_index is None:
+        return masks
+    m = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
+    k = 2 * int(width) + 1
+    hi = F.max_pool2d(m, k, stride=1, padding=int(width))
+    lo = -F.max_pool2d(-m, k, stride=1, padding=int(width))
+    masks[(hi != lo)[:, 0].numpy()] = ignore_index
+    return masks
+
+
+def rendered_masks(model: RenderedMaskModel, features: Sequence[torch.Tensor], cells: np.ndarray, *,
+                   band: float, ignore_index: int | None, keep_ids: Sequence[int],
+                   min_confidence: float = 0.0) -> np.ndarray:
+    """Masks (N, H, W) uint8 that follow the rendered boundaries.
+
+    Pixels further than ``band`` px (square window) from a painted-cell boundary take their
+    cell's class; nearer ones take the classifier's class among the classes painted within
+    ``band`` px (a boundary moves, it does not invent a class that was not painted nearby).
+    Computed on the features' device (the GPU when rendering there).
+    """
+    n, H, W = cells.shape
+    dev = features[0].device
+    logits = model.logits(features, (H, W))  # (N, K, H, W); float64 on the CPU (see RenderedMaskModel.logits)
+    if logits.dtype != torch.float64:
+        logits = logits.float()
+    K = len(model.classes)
+    keep_ids = list(keep_ids)
+    r = int(np.ceil(band))
+    cl = torch.from_numpy(np.ascontiguousarray(cells)).to(dev).long()
+    # which output each painted cell stands for (-1: not a class of the model)
+    lut = torch.full((256,), -1, dtype=torch.long, device=dev)
+    for k, c in enumerate(model.classes):
+        if c >= 0:
+            lut[c] = k
+    if model.keep_index is not None:
+        for c in keep_ids:
+            lut[c] = model.keep_index
+    idx = lut[cl]
+    onehot = torch.zeros(n, K, H, W, device=dev)
+    onehot.scatter_(1, idx.clamp(min=0)[:, None], (idx >= 0)[:, None].float())
+    allowed = F.max_pool2d(onehot, 2 * r + 1, stride=1, padding=r) > 0
+    prob = logits.masked_fill(~allowed, float("-inf")).softmax(1)
+    conf, best = prob.max(1)
+    ids = torch.tensor([c if c >= 0 else 0 for c in model.classes], dtype=torch.long, device=dev)
+    near = near_boundary(cl, r)
+    out = torch.where(near, ids[best], cl)
+    keep_lut = torch.zeros(256, dtype=torch.bool, device=dev)
+    if keep_ids:
+        keep_lut[torch.tensor(keep_ids, device=dev)] = True
+    best_keep = (best == model.keep_index) if model.keep_index is not None else torch.zeros_like(near)
+    if ignore_index is not None:
+        unsure = best_keep | (conf < min_confidence) if min_confidence > 0 else best_keep
+        out = torch.where(keep_lut[out] | (near & unsure), torch.full_like(out, ignore_index), out)
+    else:  # no ignore value: a boundary pixel read as a keep region keeps its painted cell's id
+        out = torch.where(near & best_keep, cl, out)
+    return out.to(torch.uint8).cpu().numpy()
+
+
+__all__ = [
+    "DEFAULT_IGNORE", "RenderedMaskModel", "cell_boundary_distance", "feature_layers", "fit_rendered_mask",
+    "ignore_boundaries", "ignore_keep", "near_boundary", "rendered_masks",
+]
