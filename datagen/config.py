@@ -19,19 +19,106 @@ from .errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_yaml(path: str | os.PathLike) -> Any:
-    """Parse a YAML file; syntax errors name the file and line."""
+#: Bounds on every YAML file the tool reads (recipes, layouts, training configs): a recipe is a few
+#: KB, so these only stop mistakes and "billion laughs" alias bombs, which would otherwise expand
+#: into gigabytes while being validated or quoted in an error message.
+MAX_YAML_BYTES = 1 << 20
+#: Nodes after expanding every alias (``*name``): a bomb of nested aliases is refused before it is built.
+MAX_YAML_NODES = 200_000
+MAX_YAML_ALIASES = 10_000
+#: Nesting depth of mappings and lists (deeper input would overflow the parser's recursion).
+MAX_YAML_DEPTH = 64
+#: Longest excerpt of a user value quoted in an error message.
+EXCERPT_CHARS = 80
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters (``...`` marks the cut).
+
+    Built with :mod:`reprlib` so that a huge or deeply nested value is never rendered whole.
+    """
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 8, 8, 6, 6
+    r.maxstring = r.maxother = r.maxlong = limit
+    try:
+        shown = r.repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        shown = f"<{type(value).__name__}>"
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _check_yaml_bounds(text: str, file: Path, *, max_nodes: int, max_aliases: int, max_depth: int) -> None:
+    """Walk the YAML event stream (no objects are built) and refuse input that would expand past
+    ``max_nodes`` nodes, use more than ``max_aliases`` aliases or nest deeper than ``max_depth``."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    sizes: dict[str, int] = {}  # anchor -> expanded node count of the anchored node
+    stack: list[list[Any]] = []  # open collections: [expanded count so far, anchor]
+    total = aliases = 0
+
+    def close(count: int, anchor: str | None) -> None:
+        nonlocal total
+        if anchor:
+            sizes[anchor] = count
+        if stack:
+            stack[-1][0] += count
+        else:
+            total += count
+        if total + sum(s[0] for s in stack) > max_nodes:
+            raise ConfigError(
+                f"too large: the YAML expands to more than {max_nodes:,} values (aliases like *name count once "
+                "per use); expected a recipe/config of at most a few thousand values", file=file)
+
+    for ev in yaml.parse(text, Loader=loader):
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([1, ev.anchor])
+            if len(stack) > max_depth:
+                raise ConfigError(f"nested too deeply (more than {max_depth} levels of lists/mappings); "
+                                  "expected a flat recipe/config", file=file)
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            count, anchor = stack.pop()
+            close(count, anchor)
+        elif isinstance(ev, yaml.ScalarEvent):
+            close(1, ev.anchor)
+        elif isinstance(ev, yaml.AliasEvent):
+            aliases += 1
+            if aliases > max_aliases:
+                raise ConfigError(f"too many aliases (*name): more than {max_aliases:,}; expected a plain "
+                                  "recipe/config", file=file)
+            close(sizes.get(ev.anchor, 1), None)
+
+
+def load_yaml(path: str | os.PathLike, *, max_bytes: int = MAX_YAML_BYTES, max_nodes: int = MAX_YAML_NODES,
+              max_aliases: int = MAX_YAML_ALIASES, max_depth: int = MAX_YAML_DEPTH) -> Any:
+    """Parse a YAML file; syntax errors name the file and line.
+
+    Input is bounded: a file over ``max_bytes``, one whose aliases expand past ``max_nodes``
+    values ("billion laughs"), with more than ``max_aliases`` aliases or nested deeper than
+    ``max_depth`` is refused with a :class:`ConfigError` before any object is built.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError("file not found" if not p.exists() else "not a file", file=p)
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise ConfigError(f"too large ({size:,} bytes); expected a YAML file of at most {max_bytes:,} bytes", file=p)
     try:
-        return yaml.safe_load(p.read_text())
+        with open(p, "rb") as f:
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:  # grew since stat, or a special file
+            raise ConfigError(f"too large; expected a YAML file of at most {max_bytes:,} bytes", file=p)
+        text = data.decode("utf-8")
+        _check_yaml_bounds(text, p, max_nodes=max_nodes, max_aliases=max_aliases, max_depth=max_depth)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"invalid YAML: {where}{e.problem or e}", file=p) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {e}", file=p) from None
+        raise ConfigError(f"invalid YAML: {excerpt(str(e), 200)}", file=p) from None
+    except RecursionError:
+        raise ConfigError(f"nested too deeply; expected at most {max_depth} levels of lists/mappings", file=p) from None
 
 
 def field_path(loc: tuple[Any, ...], prefix: str | None = None) -> str:
@@ -55,10 +142,7 @@ def describe_validation_error(err: dict[str, Any]) -> str:
         return str(msg).removeprefix("Value error, ")
     inp = err.get("input")
     if inp is not None and err.get("type") not in ("missing",):
-        shown = repr(inp)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return f"{msg} (got {shown})"
+        return f"{msg} (got {excerpt(inp)})"
     return msg
 
 

@@ -126,9 +126,11 @@ def test_stylegan2_pickle_loader(tmp_path):
     G = ToyStyleGAN2(img_resolution=16)
     with open(tmp_path / "net.pkl", "wb") as f:
         pickle.dump({"G_ema": G}, f)
-    gen = load_generator(f"stylegan2:{tmp_path / 'net.pkl'}")
+    with pytest.raises(CheckpointError, match="--trust-pickles"):  # unpickling runs code: opt-in only
+        load_generator(f"stylegan2:{tmp_path / 'net.pkl'}")
+    gen = load_generator(f"stylegan2:{tmp_path / 'net.pkl'}", trust_pickles=True)
     assert isinstance(gen, StyleGAN2Generator) and gen.fixed_size == (16, 16)
-    assert load_stylegan2_pickle(tmp_path / "net.pkl").name == "net"
+    assert load_stylegan2_pickle(tmp_path / "net.pkl", trust=True).name == "net"
 
 
 # ---- registry ------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def import_ray() -> Any:
 
 def _run_blocks(recipe_path: str, out: str, info_doc: dict[str, Any], *, num: int, seed: int, fmt: str,
                 device: str | None, batch_size: int, block_size: int, blocks: list[int], shard_index: int,
-                num_shards: int, threads: int | None) -> dict[str, Any]:
+                num_shards: int, threads: int | None, trust_pickles: bool = False) -> dict[str, Any]:
     """One Ray task: render ``blocks`` into the shared output with its own writer."""
     import torch
 
@@ -58,7 +58,8 @@ def _run_blocks(recipe_path: str, out: str, info_doc: dict[str, Any], *, num: in
     from ..writers import DatasetInfo, open_writer
 
     t0 = time.perf_counter()
-    job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size)
+    job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size, batch_size=batch_size,
+                  trust_pickles=trust_pickles)
     info = DatasetInfo.from_dict(info_doc)
     diffs = [d for d in info.differences(job.info) if not d.startswith("attrs.recipe_file")]
     if diffs:
@@ -66,6 +67,7 @@ def _run_blocks(recipe_path: str, out: str, info_doc: dict[str, Any], *, num: in
                            + " (every node must see the same recipe, model and library files)")
     job.info = info  # the driver's: same fingerprint, and the recipe path as the user gave it
     writer = open_writer(fmt, out, info, resume=True, shard_index=shard_index, num_shards=num_shards)
+    writer.allow_rewrite(blocks)  # the driver hands out only missing blocks and blocks that failed verification
     try:
         written = run_job(job, writer, blocks, batch_size=batch_size, progress=False)
     finally:
@@ -101,6 +103,7 @@ def generate_ray(
     gpus_per_task: float | None = None,
     num_cpus: int | None = None,
     init_kwargs: dict[str, Any] | None = None,
+    trust_pickles: bool = False,
 ) -> Any:
     """Generate samples ``0..num-1`` into ``out`` with Ray tasks; returns a :class:`~datagen.generate.GenerateReport`.
 
@@ -124,16 +127,25 @@ def generate_ray(
     ray = import_ray()
 
     # check everything and create the output before a cluster is involved
-    job = prepare(recipe_path, num=num, seed=seed, device="cpu", block_size=block_size)
+    job = prepare(recipe_path, num=num, seed=seed, device="cpu", block_size=block_size, batch_size=batch_size,
+                  trust_pickles=trust_pickles)
     info = job.info
     del job
     t0 = time.perf_counter()
     writer = open_writer(format, out, info, resume=resume)
     try:
         done = writer.completed_blocks()
+        damaged = writer.verify_blocks(sorted(done)) if resume else {}  # rewritten by the tasks
     finally:
         writer.close()
-    todo = [b for b in range(info.num_blocks) if b not in done]
+    if damaged:
+        import warnings
+
+        from ..generate import RepairWarning
+
+        for b, problem in sorted(damaged.items()):
+            warnings.warn(RepairWarning(f"block {b} failed verification ({problem}); rewriting it"), stacklevel=2)
+    todo = [b for b in range(info.num_blocks) if b not in done or b in damaged]
     out_abs = str(Path(out).expanduser().absolute())
     if not todo:
         return GenerateReport(Path(out), 0, info.num_blocks, info.num_blocks, time.perf_counter() - t0)
@@ -172,7 +184,7 @@ def generate_ray(
             refs.append(remote.remote(
                 recipe_abs, out_abs, info.to_dict(), num=num, seed=seed, fmt=format, device=task_device,
                 batch_size=batch_size, block_size=block_size, blocks=todo[k::num_tasks], shard_index=k,
-                num_shards=num_tasks, threads=n_threads))
+                num_shards=num_tasks, threads=n_threads, trust_pickles=trust_pickles))
 
         total = sum(len(info.block_range(b)) for b in todo)
         bar = tqdm(total=total, unit="img", desc=f"generate (ray, {num_tasks} tasks)", disable=not progress,

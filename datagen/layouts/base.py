@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 
+from ..config import excerpt
 from ..errors import ConfigError
 from .postprocess import postprocess
 
@@ -44,17 +45,17 @@ def range_of(*, lo: float | None = None, hi: float | None = None, integer: bool 
     def one(v: Any) -> float | int:
         ok_type = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
         if not ok_type or (isinstance(v, (float, np.floating)) and not math.isfinite(v)):
-            raise ValueError(f"expected {expect}, got {v!r}")
+            raise ValueError(f"expected {expect}, got {excerpt(v)}")
         if integer:
             if float(v) != int(v):
-                raise ValueError(f"expected {expect}, got {v!r}")
+                raise ValueError(f"expected {expect}, got {excerpt(v)}")
             v = int(v)
         else:
             v = float(v)
         if lo is not None and (v < lo or (lo_open and v == lo)):
-            raise ValueError(f"expected {expect}, got {v!r}")
+            raise ValueError(f"expected {expect}, got {excerpt(v)}")
         if hi is not None and v > hi:
-            raise ValueError(f"expected {expect}, got {v!r}")
+            raise ValueError(f"expected {expect}, got {excerpt(v)}")
         return v
 
     def validate(v: Any) -> Any:

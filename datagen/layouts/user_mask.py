@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BeforeValidator, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from ..config import excerpt
 from ..errors import ConfigError
 from .base import ClassName, LayoutSpec
 
@@ -45,7 +46,7 @@ def _path_shape(v: Any) -> Any:
     """One clear message for a wrong ``path`` instead of one per union arm."""
     if isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(p, str) for p in v)):
         return v
-    raise ValueError(f"expected a PNG path, a glob pattern, or a non-empty list of them, got {v!r}")
+    raise ValueError(f"expected a PNG path, a glob pattern, or a non-empty list of them, got {excerpt(v)}")
 
 
 def _base_dir(info: ValidationInfo | None) -> Path:
@@ -121,6 +122,12 @@ class MaskLayout(LayoutSpec):
         return [(f"colors.{n}", n) for n in (self.colors or {})]
 
     # -- loading -----------------------------------------------------------------
+    def check_files(self, class_ids: Mapping[str, int]) -> None:
+        """Open every mask file now and check its ids/colours (ConfigError naming the file), so a bad
+        file is reported before any output exists rather than at the block that first draws it."""
+        for file in self._files:
+            self._load_ids(file, class_ids)
+
     def _load_ids(self, file: Path, class_ids: Mapping[str, int]) -> np.ndarray:
         """The mask as a uint8 id image at its own size (cached: files are read once)."""
         key = (file, tuple(sorted(class_ids.items())))

@@ -72,12 +72,20 @@ class Generator(ABC):
         names = ", ".join(i.name for i in self.layers())
         raise KeyError(f"{self.name} has no layer {name!r}; layers: {names}")
 
+    @property
+    def min_size(self) -> int:
+        """Smallest output side the model can generate (a multiple of :attr:`size_multiple`)."""
+        return self.size_multiple
+
     def check_size(self, size: tuple[int, int]) -> None:
         if self.fixed_size is not None and tuple(size) != tuple(self.fixed_size):
             raise ValueError(f"{self.name} only generates {self.fixed_size[0]}x{self.fixed_size[1]}, not {size[0]}x{size[1]}")
         m = self.size_multiple
         if size[0] % m or size[1] % m or min(size) <= 0:
             raise ValueError(f"{self.name}: output size {size[0]}x{size[1]} must be a positive multiple of {m}")
+        if min(size) < self.min_size:
+            raise ValueError(f"{self.name}: output size {size[0]}x{size[1]} is too small for this model; each side "
+                             f"must be at least {self.min_size} px (and a multiple of {m})")
 
     def layer_size(self, name: str, size: tuple[int, int]) -> tuple[int, int]:
         return self.layer(name).size_at(*size)
@@ -111,6 +119,12 @@ class DigipathGenerator(Generator):
     @property
     def size_multiple(self) -> int:
         return self.module.config.stride
+
+    @property
+    def min_size(self) -> int:
+        # the deepest stage runs at 1/stride of the output; reflect padding needs at least 2 px there
+        cfg = self.module.config
+        return cfg.stride * (2 if cfg.padding_mode == "reflect" else 1)
 
     def layers(self) -> list[LayerInfo]:
         return self.module.layers()

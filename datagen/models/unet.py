@@ -121,6 +121,30 @@ def _conv(cin: int, cout: int, padding_mode: str, stride: int = 1, bias: bool = 
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, padding_mode=padding_mode, bias=bias)
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution whose inference result does not depend on the thread count or batch size.
+
+    CPU convolution kernels split work by thread count (and by batch shape), which moves
+    the rounding of their sums: the same sample rendered with 1 or 2 threads, or in
+    another batch, came out different by 1 in a few output pixels (issue 15). Without
+    gradients this layer sums the input channels one by one, in a fixed order, with
+    elementwise operations only, so every output pixel is computed the same way
+    whatever the threads, batch or load. Training (gradients on) uses the ordinary
+    convolution; the parameters (and checkpoints) are those of ``nn.Conv2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or self.kernel_size != (1, 1) or self.groups != 1 or x.device.type != "cpu":
+            return super().forward(x)
+        w = self.weight[:, :, 0, 0].to(x.dtype)  # (out, in)
+        out = x.new_zeros((x.shape[0], w.shape[0], *x.shape[2:]))
+        for c in range(w.shape[1]):  # fixed order: out += w[:, c] * x[:, c]
+            out.addcmul_(x[:, c : c + 1], w[:, c].view(1, -1, 1, 1))
+        if self.bias is not None:
+            out.add_(self.bias.to(x.dtype).view(1, -1, 1, 1))
+        return out
+
+
 class ConvBlock(nn.Sequential):
     """Two 3x3 convolutions with LeakyReLU and pixel norm; the first may be strided."""
 
@@ -200,7 +224,7 @@ class DigipathUNet(nn.Module):
             skip = ch[k] if 2**k >= cfg.skip_min_stride else 0
             self.dec[f"x{2**k}"] = UpBlock(ch[k + 1], skip, ch[k], pm, inject_noise=cfg.noise_injection and skip == 0,
                                           bias=cfg.decoder_bias, norm=cfg.norm)
-        self.to_rgb = nn.Sequential(nn.Conv2d(ch[0], 3, 1), nn.Tanh())
+        self.to_rgb = nn.Sequential(PointwiseConv(ch[0], 3, 1), nn.Tanh())
 
     def forward(self, noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         h, w = noise.shape[-2:]

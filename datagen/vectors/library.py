@@ -308,7 +308,7 @@ class VectorLibrary:
         if not yaml_path.exists() and not tensor_path.exists():
             raise ConfigError(f"not a vector library: no {SIDECAR_FILE} or {VECTORS_FILE} in this directory", file=d)
         try:
-            raw = load_yaml(yaml_path)
+            raw = load_yaml(yaml_path, max_bytes=256 << 20, max_nodes=50_000_000, max_aliases=1_000_000)  # one record per vector
         except (UnicodeDecodeError, OSError) as e:
             raise ConfigError(f"cannot read the library description: {e}", file=yaml_path) from None
         if not isinstance(raw, dict):

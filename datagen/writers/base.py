@@ -28,8 +28,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from datagen.errors import ConfigError, DatagenError
+from datagen.writers.lock import LOCK_DIR, OutputLock
 from datagen.writers.manifest import (
     MANIFEST_DIR,
+    FileRecord,
     ManifestEntry,
     ManifestWriter,
     read_manifest,
@@ -41,6 +43,8 @@ INFO_FILE = "info.json"
 LAYOUT_VERSION = 1
 #: Prefix of every temporary file a writer may leave behind when killed; readers ignore them.
 TMP_PREFIX = ".datagen-tmp-"
+#: Names starting with this are datagen's own housekeeping (temporary files, locks), not data.
+HIDDEN_PREFIX = ".datagen-"
 
 #: ``attrs`` keys that describe *how* or *when* a run was started rather than *what* it
 #: generates.  They are stored in info.json but are not part of the fingerprint, so a
@@ -63,6 +67,9 @@ VOLATILE_ATTRS = frozenset(
         "num_shards",
         "elapsed",
         "duration",
+        # where the recipe file was, not what it says: its text ("recipe") is fingerprinted,
+        # so the same recipe resumes from a relative path, another folder or another host
+        "recipe_file",
     }
 )
 
@@ -74,8 +81,10 @@ class DatasetInfo:
     """What a run generates; stored as ``info.json`` at the root of every output.
 
     ``classes`` is the class table: a list of ``{"id": int 0..255, "name": str,
-    "color": "#rrggbb"}``; mask pixels hold these ids.  ``attrs`` is free-form JSON
-    metadata (recipe text, seed, model, layer, tool version, ...).
+    "color": "#rrggbb"}`` (plus optional keys such as ``"keep": true``); mask pixels
+    hold these ids, or ``ignore_index`` where a pixel claims no class (keep regions,
+    unpainted slivers; None when the dataset has no ignore value).  ``attrs`` is
+    free-form JSON metadata (recipe text, seed, model, layer, tool version, ...).
     """
 
     num_samples: int
@@ -84,6 +93,7 @@ class DatasetInfo:
     classes: list[dict[str, Any]]
     block_size: int = 16
     attrs: dict[str, Any] = field(default_factory=dict)
+    ignore_index: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "height", "width", "block_size"):
@@ -114,6 +124,13 @@ class DatasetInfo:
             extra = {k2: v for k2, v in c.items() if k2 not in ("id", "name", "color")}
             classes.append({"id": int(cid), "name": name, "color": color.lower(), **extra})
         self.classes = classes
+        if self.ignore_index is not None:
+            ig = self.ignore_index
+            if isinstance(ig, bool) or not isinstance(ig, (int, np.integer)) or not 0 <= ig <= 255:
+                raise ConfigError(f"must be an integer 0..255 (masks are uint8) or null, got {ig!r}", field="ignore_index")
+            if int(ig) in seen:
+                raise ConfigError(f"ignore value {ig} is also a class id", field="ignore_index")
+            self.ignore_index = int(ig)
         if not isinstance(self.attrs, dict):
             raise ConfigError(f"must be a mapping, got {type(self.attrs).__name__}", field="attrs")
         try:
@@ -143,9 +160,14 @@ class DatasetInfo:
     def class_ids(self) -> list[int]:
         return [c["id"] for c in self.classes]
 
+    @property
+    def mask_values(self) -> list[int]:
+        """Every value a mask may hold: the class ids and the ignore value."""
+        return self.class_ids + ([self.ignore_index] if self.ignore_index is not None else [])
+
     # ---- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "num_samples": self.num_samples,
             "height": self.height,
             "width": self.width,
@@ -153,6 +175,9 @@ class DatasetInfo:
             "classes": [dict(c) for c in self.classes],
             "attrs": json.loads(json.dumps(self.attrs)),
         }
+        if self.ignore_index is not None:  # absent in datasets without one (older ones keep their fingerprint)
+            d["ignore_index"] = self.ignore_index
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, file: str | os.PathLike | None = None) -> DatasetInfo:
@@ -169,6 +194,7 @@ class DatasetInfo:
                 classes=d["classes"],
                 block_size=d.get("block_size", 16),
                 attrs=d.get("attrs", {}) or {},
+                ignore_index=d.get("ignore_index"),
             )
         except ConfigError as exc:
             raise ConfigError(exc.message, file=file, field=exc.field) from None
@@ -187,14 +213,30 @@ class DatasetInfo:
         """Human-readable list of the fingerprinted fields that differ (self = existing, other = new)."""
         a, b = self._fingerprint_doc(), other._fingerprint_doc()
         out: list[str] = []
-        for key in ("num_samples", "height", "width", "block_size", "classes"):
-            if a[key] != b[key]:
-                out.append(f"{key}: existing {_short(a[key])}, new {_short(b[key])}")
+        for key in ("num_samples", "height", "width", "block_size", "classes", "ignore_index"):
+            if a.get(key) != b.get(key):
+                out.append(f"{key}: existing {_short(a.get(key))}, new {_short(b.get(key))}")
         for key in sorted(set(a["attrs"]) | set(b["attrs"])):
             va, vb = a["attrs"].get(key, _MISSING), b["attrs"].get(key, _MISSING)
             if va != vb:
                 out.append(f"attrs.{key}: existing {_short(va)}, new {_short(vb)}")
         return out
+
+
+#: ``attrs`` holding large text that is stored once, in info.json; copies elsewhere (zarr.json,
+#: TIFF page descriptions) carry ``<key>_sha256`` instead.
+STORED_ONCE_ATTRS = ("recipe",)
+
+
+def compact_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` for copies of the metadata: large texts (the recipe) replaced by their sha256."""
+    out = {}
+    for k, v in attrs.items():
+        if k in STORED_ONCE_ATTRS and isinstance(v, str):
+            out[f"{k}_sha256"] = hashlib.sha256(v.encode()).hexdigest()
+        else:
+            out[k] = v
+    return out
 
 
 class _Missing:
@@ -244,13 +286,13 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_exclusive(path: Path, data: bytes) -> bool:
+def write_exclusive(path: Path, data: bytes, *, tmp_prefix: str = TMP_PREFIX) -> bool:
     """Atomically create ``path`` holding ``data`` unless it exists; True if this call created it.
 
     The content is written to a temporary name first and hard-linked into place, so a
     reader never sees a partial file and of several racing writers exactly one wins.
     """
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
+    tmp = path.parent / f"{tmp_prefix}{path.name}.{uuid.uuid4().hex}"
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -309,8 +351,10 @@ def _remove_created(created: list[Path]) -> None:
             pass
 
 
-def _prepare_output_dir(path: Path) -> None:
-    """Make sure ``path`` is (or can become) a writable directory; leave nothing behind on failure."""
+def _prepare_output_dir(path: Path) -> list[Path]:
+    """Make sure ``path`` is (or can become) a writable directory; leave nothing behind on failure.
+
+    Returns the folders this call created (outermost last)."""
     if path.exists() and not path.is_dir():
         raise DatagenError(f"output path {path} exists and is not a directory")
     created: list[Path] = []
@@ -341,7 +385,7 @@ def _prepare_output_dir(path: Path) -> None:
     try:
         with open(probe, "wb") as f:
             f.write(b"x")
-        probe.unlink()
+        probe.unlink(missing_ok=True)  # a concurrent clean-up may have taken it already
     except OSError as exc:
         try:
             probe.unlink(missing_ok=True)
@@ -349,29 +393,42 @@ def _prepare_output_dir(path: Path) -> None:
             pass
         _remove_created(created)
         raise DatagenError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
+    return created
 
 
 def _visible_entries(path: Path) -> list[str]:
-    return sorted(e for e in os.listdir(path) if not e.startswith(TMP_PREFIX))
+    return sorted(e for e in os.listdir(path) if not e.startswith(HIDDEN_PREFIX))
 
 
 class DatasetWriter(ABC):
     """Writes the blocks of one output folder.  Make one with :meth:`create`.
 
-    Several writers (threads, processes, hosts sharing a file system) may write
-    *different* blocks of the same output at once; each keeps its own manifest file.
+    Several writers (processes, hosts sharing a file system) may write *different*
+    shards of the same output at once; each keeps its own manifest file and holds
+    the lock of its shard index (:mod:`datagen.writers.lock`) until :meth:`close`.
     """
 
     format: ClassVar[str]
 
-    def __init__(self, path: Path, info: DatasetInfo, *, shard_index: int, num_shards: int, fsync: bool) -> None:
+    def __init__(self, path: Path, info: DatasetInfo, *, shard_index: int, num_shards: int, fsync: bool,
+                 lock: OutputLock | None = None) -> None:
         self.path = path
         self.info = info
         self.shard_index = shard_index
         self.num_shards = num_shards
         self.fsync = fsync
+        self.lock = lock
+        #: Prefix of this writer's temporary files: shard-tagged, so a clean-up by another
+        #: shard's writer never takes a file this one is still writing.
+        self.tmp_prefix = f"{TMP_PREFIX}w{shard_index}-"
         self._manifest = ManifestWriter(path, shard_index=shard_index, fsync=fsync)
         self._closed = False
+        #: Blocks some manifest recorded as complete when this writer was opened: never overwritten,
+        #: unless listed by :meth:`allow_rewrite` (blocks that failed verification).
+        self._done_at_open: set[int] = set()
+        self._rewrite: set[int] = set()
+        #: Temporary files of interrupted writes that were removed when this writer was opened.
+        self.cleaned: list[str] = []
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -394,12 +451,13 @@ class DatasetWriter(ABC):
           concurrently started workers can all call ``create`` but re-running a
           finished or partly finished run over its output is refused.
         * anything else (other files, another format, another fingerprint) is an error.
+        * another live process holding the same shard index (or writing the output
+          with another ``num_shards``): :class:`~datagen.writers.lock.OutputLockedError`.
         """
         _check_shard(shard_index, num_shards)
         path = Path(path).expanduser().absolute()
-        _prepare_output_dir(path)
-        info_file = path / INFO_FILE
-        if not info_file.exists():
+        created = _prepare_output_dir(path)
+        if not (path / INFO_FILE).exists():
             others = _visible_entries(path)
             if others:
                 shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
@@ -407,14 +465,32 @@ class DatasetWriter(ABC):
                     f"output directory {path} is not empty and is not a datagen dataset "
                     f"(no {INFO_FILE}; found {shown}); choose a new or empty directory"
                 )
-            doc = _info_document(info, cls.format)
-            created = write_exclusive(info_file, (json.dumps(doc, indent=2) + "\n").encode())
-            if created and fsync:
-                fsync_path(path)
-        cls._check_existing(path, info, resume=resume, shard_index=shard_index, num_shards=num_shards)
-        (path / MANIFEST_DIR).mkdir(exist_ok=True)
-        writer = cls(path, info, shard_index=shard_index, num_shards=num_shards, fsync=fsync)
-        writer._init_store()
+        lock = OutputLock(path, shard_index, num_shards)
+        try:
+            lock.acquire()
+        except BaseException:
+            if created and not _visible_entries(path):  # we made the folder: leave nothing behind
+                shutil.rmtree(path / LOCK_DIR, ignore_errors=True)
+                _remove_created(created)
+            raise
+        try:
+            info_file = path / INFO_FILE
+            if not info_file.exists():
+                doc = _info_document(info, cls.format)
+                made = write_exclusive(info_file, (json.dumps(doc, indent=2) + "\n").encode(),
+                                       tmp_prefix=f"{TMP_PREFIX}w{shard_index}-")
+                if made and fsync:
+                    fsync_path(path)
+            cls._check_existing(path, info, resume=resume, shard_index=shard_index, num_shards=num_shards)
+            (path / MANIFEST_DIR).mkdir(exist_ok=True)
+            writer = cls(path, info, shard_index=shard_index, num_shards=num_shards, fsync=fsync, lock=lock)
+            writer._done_at_open = read_manifest(path, info).completed_blocks()
+            writer.cleaned = writer.clean_temporary(everything=lock.alone)
+            lock.share()
+            writer._init_store()
+        except BaseException:
+            lock.release()
+            raise
         return writer
 
     @classmethod
@@ -452,8 +528,47 @@ class DatasetWriter(ABC):
         """Create (idempotently and race-safely) the format's metadata; open handles for writing."""
 
     @abstractmethod
-    def _write_data(self, block: int, images: np.ndarray, masks: np.ndarray) -> None:
-        """Write one whole block's data durably (fsynced if self.fsync); replace whatever was there."""
+    def _write_data(self, block: int, images: np.ndarray, masks: np.ndarray) -> dict[str, FileRecord]:
+        """Write one whole block's data durably (fsynced if self.fsync), replacing whatever was there
+        atomically (never leaving the block without files); return ``{relative path: (size, sha256)}``
+        of the files written."""
+
+    @abstractmethod
+    def block_files(self, block: int) -> list[str]:
+        """The data files of ``block``, relative to the output folder."""
+
+    def _temporary_places(self) -> list[Path]:
+        """Folders that may hold temporary files of interrupted writes (besides the output folder)."""
+        return []
+
+    def clean_temporary(self, *, everything: bool = False) -> list[str]:
+        """Remove this writer's leftover temporary files (``everything``: every writer's, and zarr's
+        ``*.partial`` files; only safe while no other writer is at work).  Returns what was removed."""
+        removed: list[str] = []
+        own = self.tmp_prefix
+        for place in [self.path, *self._temporary_places()]:
+            try:
+                names = os.listdir(place)
+            except OSError:
+                continue
+            for name in names:
+                if not name.startswith(TMP_PREFIX) or not (everything or name.startswith(own)):
+                    continue
+                p = place / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    try:
+                        p.unlink()
+                    except OSError:
+                        continue
+                removed.append(str(p.relative_to(self.path)))
+        if everything:
+            removed += self._clean_partials()
+        return removed
+
+    def _clean_partials(self) -> list[str]:
+        return []
 
     # ---- public API -----------------------------------------------------------------
     def completed_blocks(self) -> set[int]:
@@ -469,15 +584,46 @@ class DatasetWriter(ABC):
         done = self.completed_blocks()
         return [b for b in self.my_blocks() if b not in done]
 
+    def allow_rewrite(self, blocks: Any) -> None:
+        """Let :meth:`write_block` replace these recorded blocks (they failed verification)."""
+        self._rewrite.update(int(b) for b in blocks)
+
+    def verify_blocks(self, blocks: Any, *, full: bool = False) -> dict[int, str]:
+        """Check recorded blocks against the manifest: ``{block: problem}`` for those that fail.
+
+        Checks that each block's files exist and have the recorded size and sha256
+        (blocks recorded without file checksums, by older versions, are decoded and
+        hashed); ``full`` also decodes every sample and compares its manifest sha256.
+        """
+        from datagen.writers import READERS
+        from datagen.writers.verify import check_block
+
+        manifest = read_manifest(self.path, self.info)
+        reader = READERS[self.format](self.path, self.info)
+        try:
+            out = {}
+            for b in blocks:
+                problem = check_block(reader, manifest, int(b), full=full)
+                if problem:
+                    out[int(b)] = problem
+            return out
+        finally:
+            reader.close()
+
     def write_block(self, block: int, images: np.ndarray, masks: np.ndarray) -> ManifestEntry:
         """Write all samples of ``block``: images (B,H,W,3) uint8, masks (B,H,W) uint8.
 
         The data is written (and fsynced) first; only then is the block appended to
         this writer's manifest, so a block interrupted half-way is never taken as data.
+        A block some manifest already records is refused (it is never overwritten or
+        deleted) unless :meth:`allow_rewrite` named it.
         """
         if self._closed:
             raise RuntimeError("write_block() on a closed writer")
         rng = self.info.block_range(block)
+        if block in self._done_at_open and block not in self._rewrite:
+            raise DatagenError(f"{self.path}: block {block} is already complete (recorded in the manifest); "
+                               "refusing to overwrite it")
         n, h, w = len(rng), self.info.height, self.info.width
         images = np.asarray(images)
         masks = np.asarray(masks)
@@ -488,20 +634,28 @@ class DatasetWriter(ABC):
         images = np.ascontiguousarray(images)
         masks = np.ascontiguousarray(masks)
         counts = np.bincount(masks.ravel(), minlength=256)
-        bad = sorted(set(np.flatnonzero(counts).tolist()) - set(self.info.class_ids))
+        bad = sorted(set(np.flatnonzero(counts).tolist()) - set(self.info.mask_values))
         if bad:
-            raise ValueError(f"block {block}: masks contain ids {bad} that are not in the class table {self.info.class_ids}")
+            ig = f" or the ignore value {self.info.ignore_index}" if self.info.ignore_index is not None else " (no ignore value is set)"
+            raise ValueError(f"block {block}: masks contain ids {bad} that are not in the class table {self.info.class_ids}{ig}")
         hashes = [sample_sha256(images[j], masks[j]) for j in range(n)]
-        self._write_data(block, images, masks)
-        entry = ManifestEntry(block=block, start=rng.start, stop=rng.stop, sha256=tuple(hashes))
+        files = self._write_data(block, images, masks)
+        entry = ManifestEntry(block=block, start=rng.start, stop=rng.stop, sha256=tuple(hashes), files=files)
         self._manifest.append(entry)
         return entry
 
     def close(self) -> None:
         if not self._closed:
-            self._manifest.close()
-            self._close_store()
             self._closed = True
+            try:
+                self._manifest.close()
+                self._close_store()
+                self.clean_temporary()
+                if self.lock is not None and self.lock.try_exclusive():  # the last writer out sweeps up
+                    self.clean_temporary(everything=True)
+            finally:
+                if self.lock is not None:
+                    self.lock.release()
 
     def _close_store(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -541,9 +695,13 @@ class DatasetReader(ABC):
         """Problems with the format's metadata (not with individual blocks)."""
         return []
 
+    def block_files(self, block: int) -> list[str]:
+        """The data files of ``block``, relative to the output folder."""
+        return []
+
     def block_present(self, block: int) -> bool:
         """Whether the data files of ``block`` exist (without checking their content)."""
-        return True
+        return all((self.path / f).is_file() for f in self.block_files(block))
 
     def leftovers(self) -> list[str]:
         """Data files that belong to no completed block or temporary files of interrupted writes."""

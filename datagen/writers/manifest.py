@@ -7,7 +7,14 @@ completed block::
     {"block": 3, "start": 48, "stop": 64, "sha256": ["<64 hex>", ...]}
 
 ``sha256[j]`` is the hash of sample ``start + j``: ``sha256(image.tobytes() + mask.tobytes())``
-of the C-contiguous uint8 arrays (H,W,3) and (H,W).
+of the C-contiguous uint8 arrays (H,W,3) and (H,W).  ``files`` (written since the
+lock/verify release; absent in older manifests) records the size and sha256 of each
+stored data file of the block, relative to the output folder::
+
+    "files": {"images/c/3/0/0/0": [81234, "<64 hex>"], "masks/c/3/0/0": [2345, "<64 hex>"]}
+
+A block that failed verification on resume is rewritten and recorded again: a block
+may have several lines; it is intact when its files match any of them.
 
 A line is appended (and fsynced) only after the block's data is durably written, so
 a block that is not in any manifest file is absent, whatever data files exist for it.
@@ -33,6 +40,24 @@ if TYPE_CHECKING:
 
 MANIFEST_DIR = "manifest"
 
+#: (size in bytes, sha256 hex) of one stored data file.
+FileRecord = tuple[int, str]
+
+
+def file_record(data: bytes) -> FileRecord:
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> FileRecord:
+    """(size, sha256) of a file, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
 
 def sample_sha256(image: np.ndarray, mask: np.ndarray) -> str:
     """The manifest hash of one sample: sha256 of the image bytes followed by the mask bytes."""
@@ -48,12 +73,14 @@ class ManifestEntry:
     start: int
     stop: int
     sha256: tuple[str, ...]
+    #: {relative path: (size, sha256)} of the block's stored files (None in older manifests).
+    files: dict[str, FileRecord] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"block": self.block, "start": self.start, "stop": self.stop, "sha256": list(self.sha256)},
-            separators=(",", ":"),
-        )
+        doc: dict[str, Any] = {"block": self.block, "start": self.start, "stop": self.stop, "sha256": list(self.sha256)}
+        if self.files is not None:
+            doc["files"] = {k: [int(v[0]), v[1]] for k, v in sorted(self.files.items())}
+        return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
     def from_obj(cls, obj: Any) -> ManifestEntry:
@@ -64,7 +91,18 @@ class ManifestEntry:
             raise ValueError("block/start/stop must be integers")
         if not isinstance(hashes, list) or not all(isinstance(s, str) and len(s) == 64 for s in hashes):
             raise ValueError("sha256 must be a list of 64-character hex strings")
-        return cls(block=block, start=start, stop=stop, sha256=tuple(hashes))
+        files = obj.get("files")
+        parsed: dict[str, FileRecord] | None = None
+        if files is not None:
+            if not isinstance(files, dict):
+                raise ValueError("files must be a mapping")
+            parsed = {}
+            for k, v in files.items():
+                if (not isinstance(v, list) or len(v) != 2 or not isinstance(v[0], int) or isinstance(v[0], bool)
+                        or not isinstance(v[1], str) or len(v[1]) != 64):
+                    raise ValueError("files values must be [size, sha256]")
+                parsed[str(k)] = (v[0], v[1])
+        return cls(block=block, start=start, stop=stop, sha256=tuple(hashes), files=parsed)
 
 
 @dataclass

@@ -30,8 +30,10 @@ from datagen.writers.base import (
     DatasetInfo,
     DatasetReader,
     DatasetWriter,
+    compact_attrs,
     fsync_path,
 )
+from datagen.writers.manifest import FileRecord, file_digest
 
 SHARDS_DIR = "shards"
 TILE = 256
@@ -53,11 +55,17 @@ class TiffWriter(DatasetWriter):
     def _init_store(self) -> None:
         (self.path / SHARDS_DIR).mkdir(exist_ok=True)
 
-    def _write_data(self, block: int, images: np.ndarray, masks: np.ndarray) -> None:
+    def block_files(self, block: int) -> list[str]:
+        return [f"{SHARDS_DIR}/{block_file_name(block)}"]
+
+    def _temporary_places(self) -> list[Path]:
+        return [self.path / SHARDS_DIR]
+
+    def _write_data(self, block: int, images: np.ndarray, masks: np.ndarray) -> dict[str, FileRecord]:
         from datagen import __version__
 
         final = block_file(self.path, block)
-        tmp = final.parent / f"{TMP_PREFIX}{final.name}.{uuid.uuid4().hex}"
+        tmp = final.parent / f"{self.tmp_prefix}{final.name}.{uuid.uuid4().hex}"
         r = self.info.block_range(block)
         raw_bytes = images.nbytes + masks.nbytes
         # classic TIFF offsets are 32-bit; deflate rarely expands, but leave a wide margin
@@ -82,7 +90,8 @@ class TiffWriter(DatasetWriter):
                                 "layout_version": LAYOUT_VERSION,
                                 "format": "tiff",
                                 "classes": self.info.to_dict()["classes"],
-                                "info": self.info.to_dict(),
+                                # the recipe text is stored once, in info.json (here: its sha256)
+                                "info": {**self.info.to_dict(), "attrs": compact_attrs(self.info.attrs)},
                             }
                         )
                     tw.write(images[j], photometric="rgb", metadata=meta, **common)
@@ -97,11 +106,13 @@ class TiffWriter(DatasetWriter):
                     )
             if self.fsync:
                 fsync_path(tmp)
+            record = file_digest(tmp)
             os.replace(tmp, final)
             if self.fsync:
                 fsync_path(final.parent)
         finally:
             tmp.unlink(missing_ok=True)
+        return {f"{SHARDS_DIR}/{final.name}": record}
 
 
 def page_metadata(page: Any) -> dict[str, Any]:
@@ -165,8 +176,8 @@ class TiffReader(DatasetReader):
             masks.append(pages[2 * j + 1].asarray())
         return _stack(images), _stack(masks)
 
-    def block_present(self, block: int) -> bool:
-        return block_file(self.path, block).is_file()
+    def block_files(self, block: int) -> list[str]:
+        return [f"{SHARDS_DIR}/{block_file_name(block)}"]
 
     def structure_errors(self) -> list[str]:
         if not (self.path / SHARDS_DIR).is_dir():
