@@ -33,6 +33,24 @@ class ModelSection(BaseModel):
     disc_channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128, 192], min_length=2)
 
 
+class ProjectedSection(BaseModel):
+    """The Projected-GAN discriminator (``discriminator: projected``), see datagen/models/projected.py."""
+
+    model_config = ConfigDict(extra="forbid")
+    backbone: Literal["efficientnet-lite1", "efficientnet-lite0"] = "efficientnet-lite1"
+    """Frozen pretrained network. Lite1 by default: Lite0 is the realism metric's network."""
+    proj_channels: int = Field(64, ge=1)
+    """Channels after cross-channel mixing at stride 4 (doubling per scale: 64, 128, 256, 512)."""
+    head_channels: int = Field(64, ge=1)
+    input_size: int | None = Field(None, ge=32)
+    """Resize images to this size before the frozen network (None: the crop as it is)."""
+    loss: Literal["hinge", "nonsaturating"] = "hinge"
+    lr: float = Field(2e-4, gt=0)
+    """Adam lr of the heads (one lr for all: spectral norm, not equalised lr, sets their scale)."""
+    seed: int = Field(0, ge=0)
+    """Seed of the fixed random cross-channel / cross-scale mixing."""
+
+
 class TrainConfig(BaseModel):
     """Everything ``datagen train`` needs; written to ``OUT/train.yaml`` for resume."""
 
@@ -65,6 +83,12 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     name: str = "digipath-unet"
     model: ModelSection = Field(default_factory=ModelSection)
+    discriminator: Literal["resnet", "projected"] = "resnet"
+    """resnet: the small residual D on pixels (with R1). projected: heads on frozen pretrained
+    features (Projected GAN); R1 is not used with it (r1_gamma is ignored)."""
+    projected: ProjectedSection = Field(default_factory=ProjectedSection)
+    max_minutes: float | None = Field(None, gt=0)
+    """Stop (with a checkpoint) after this many minutes of this invocation, even before ``steps``."""
 
     def check(self) -> None:
         stride = 2 ** (len(self.model.channels) - 1)
@@ -72,6 +96,10 @@ class TrainConfig(BaseModel):
             from ..errors import ConfigError
 
             raise ConfigError(f"must be a multiple of the generator stride {stride} (2 ** (len(model.channels) - 1)), got {self.crop}", field="crop")
+        if self.discriminator == "projected" and (self.projected.input_size or self.crop) < 32:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"the projected discriminator reads features down to stride 32: crop (or projected.input_size) must be >= 32, got {self.crop}", field="crop")
 
 
 def load_train_config(path: str | os.PathLike, **overrides: object) -> TrainConfig:

@@ -85,11 +85,14 @@ def find_images(path: str | Path) -> list[Path]:
 
 def background_fraction(crop: np.ndarray) -> float:
     """Share of pixels that are glass (bright and grey) or scanner border (near black)."""
-    c = crop.astype(np.int16)
-    mx, mn = c.max(axis=-1), c.min(axis=-1)
-    glass = (mn > 200) & (mx - mn < 25)
-    black = mx < 30
-    return float((glass | black).mean())
+    # channel-wise max/min in uint8 (mx >= mn, so mx - mn cannot wrap): ~10x faster than
+    # max/min over a 3-long last axis in int16, and this runs for every tried training crop
+    r, g, b = crop[..., 0], crop[..., 1], crop[..., 2]
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    bad = (mn > 200) & ((mx - mn) < 25)  # glass
+    bad |= mx < 30  # black
+    return np.count_nonzero(bad) / bad.size
 
 
 class CropSampler:
@@ -133,10 +136,13 @@ class CropSampler:
                 best, best_bg = c, bg
         return best  # type: ignore[return-value]  # every try was mostly glass: take the least bad
 
-    def sample(self, n: int) -> torch.Tensor:
-        """(n, 3, crop, crop) float in [-1, 1]."""
-        batch = np.stack([self._crop_one() for _ in range(n)])
-        return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    def sample(self, n: int, device: str | torch.device | None = None) -> torch.Tensor:
+        """(n, 3, crop, crop) float in [-1, 1], on ``device`` (the uint8 crops move there first:
+        a quarter of the bytes, and the conversion runs on the device)."""
+        batch = torch.from_numpy(np.stack([self._crop_one() for _ in range(n)]))
+        if device is not None:
+            batch = batch.to(device)
+        return batch.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
     def state(self) -> dict[str, Any]:
         return self.rng.bit_generator.state

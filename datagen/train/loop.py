@@ -3,7 +3,7 @@
 Output directory:
 
     train.yaml           the validated config (resume reads it back)
-    train_state.pt       step, G, G_ema, D, optimisers, RNG states (for resume only)
+    train_state.pt       step, G, G_ema, D (trainable weights only), optimisers, RNG states (for resume only)
     checkpoint/          the EMA generator as a loadable checkpoint (safetensors + config.json)
     samples/             sample grids from fixed noise, step-NNNNNN.png
     log.jsonl            losses every ``log_every`` steps
@@ -35,7 +35,7 @@ from .augment import diff_augment, dihedral
 from .config import TrainConfig
 from .data import CropSampler
 from .monitor import paint_influence
-from .losses import conditioning_consistency, d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from .losses import GAN_LOSSES, conditioning_consistency, r1_penalty
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "train.yaml"
@@ -48,6 +48,28 @@ def build_generator(cfg: TrainConfig, cond_dim: int) -> DigipathUNet:
                       noise_injection=m.noise_injection, decoder_bias=m.decoder_bias, norm=m.norm,
                       default_layer=m.default_layer or f"dec.x{2 ** (len(m.channels) - 2)}")
     return DigipathUNet(ucfg)
+
+
+def build_discriminator(cfg: TrainConfig) -> torch.nn.Module:
+    """The discriminator the config asks for (``discriminator: resnet | projected``).
+
+    Its ``parameters()`` and ``state_dict()`` are the trainable weights only: the projected
+    discriminator keeps its frozen pretrained network outside both.
+    """
+    if cfg.discriminator == "projected":
+        from ..models.projected import ProjectedDiscriminator
+
+        p = cfg.projected
+        return ProjectedDiscriminator(p.backbone, p.proj_channels, p.head_channels, p.input_size, p.seed)
+    return Discriminator(tuple(cfg.model.disc_channels))
+
+
+def discriminator_optimizer(cfg: TrainConfig, D: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.discriminator == "projected":  # spectral norm sets the scale: one lr, no lazy R1
+        return torch.optim.Adam([p for p in D.parameters() if p.requires_grad], lr=cfg.projected.lr, betas=cfg.betas)
+    r1_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy regularisation (StyleGAN2)
+    return torch.optim.Adam(param_groups(D, cfg.lr_d * r1_ratio, cfg.equalized_lr), lr=cfg.lr_d * r1_ratio,
+                            betas=(cfg.betas[0] ** r1_ratio, cfg.betas[1] ** r1_ratio))
 
 
 def param_groups(module: torch.nn.Module, lr: float, equalized: bool) -> list[dict[str, Any]]:
@@ -142,11 +164,38 @@ def _sigterm_as_interrupt() -> Any:
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
-def compact_state(state_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """A resumable snapshot without optimiser moments (less than half the size), for committing."""
-    st = torch.load(state_path, weights_only=False, map_location="cpu")
+def load_state(state_path: str | os.PathLike) -> dict[str, Any]:
+    """Read a run-state snapshot (``train_state.pt``) with ``weights_only=True``: it holds only
+    tensors, numbers, strings and containers (state dicts, RNG states), so loading never runs
+    code from the file. Anything else in it is refused with a clear error."""
+    import pickle
+
+    try:
+        st = torch.load(state_path, weights_only=True, map_location="cpu")
+    except (RuntimeError, EOFError) as e:  # a cut or corrupted file
+        raise DatagenError(f"{state_path}: not a readable training snapshot ({str(e).splitlines()[0][:200]})") from None
+    except pickle.UnpicklingError:
+        raise DatagenError(
+            f"{state_path}: the snapshot holds objects other than tensors and plain values, which would run code "
+            "when loaded; datagen reads run state with torch.load(weights_only=True) only. If you wrote this file "
+            "yourself and trust it, re-save it with plain values (state dicts, numbers, lists, dicts)") from None
+    if not isinstance(st, dict) or "G" not in st or "step" not in st:
+        raise DatagenError(f"{state_path}: not a training snapshot (expected a mapping with G, G_ema, D, step, ...)")
+    return st
+
+
+def compact_state(state_path: str | os.PathLike, out_path: str | os.PathLike, *, half: bool = False) -> Path:
+    """A resumable snapshot without optimiser moments (less than half the size), for committing.
+
+    ``half``: also store G, G_ema and D weights as fp16 (half again; resuming rounds them once).
+    """
+    st = load_state(state_path)
     st.pop("opt_g", None)
     st.pop("opt_d", None)
+    if half:
+        for k in ("G", "G_ema", "D"):
+            if k in st:
+                st[k] = {n: t.half() if t.is_floating_point() else t for n, t in st[k].items()}
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     _atomic_torch_save(st, out)
@@ -185,19 +234,29 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         cond_dim = bank.shape[1]
 
     G = build_generator(cfg, cond_dim).to(device)
-    D = Discriminator(tuple(cfg.model.disc_channels)).to(device)
+    D = build_discriminator(cfg).to(device)
+    d_loss_fn, g_loss_fn = GAN_LOSSES[cfg.projected.loss if cfg.discriminator == "projected" else "nonsaturating"]
+    r1_gamma = cfg.r1_gamma if cfg.discriminator == "resnet" else 0.0
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(param_groups(G, cfg.lr_g, cfg.equalized_lr), lr=cfg.lr_g, betas=cfg.betas)
-    r1_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy regularisation (StyleGAN2)
-    opt_d = torch.optim.Adam(param_groups(D, cfg.lr_d * r1_ratio, cfg.equalized_lr), lr=cfg.lr_d * r1_ratio, betas=(cfg.betas[0] ** r1_ratio, cfg.betas[1] ** r1_ratio))
+    opt_d = discriminator_optimizer(cfg, D)
     step, nimg, wall = 0, 0, 0.0
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     noise_gen = torch.Generator().manual_seed(cfg.seed + 2)
     if resume:
-        st = torch.load(state_path, weights_only=False, map_location="cpu")
-        G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"]); D.load_state_dict(st["D"])
+        st = load_state(state_path)
+        G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"])
+        d_kind = st.get("D_kind", "resnet")  # snapshots before the option held the resnet D
+        same_d = d_kind == cfg.discriminator
+        if same_d:
+            D.load_state_dict(st["D"])
+        else:
+            print(f"{state_path}: the snapshot's discriminator is {d_kind!r} but the config asks for "
+                  f"{cfg.discriminator!r}: G and G_ema resume, D STARTS FRESHLY INITIALISED")
         if "opt_g" in st and "opt_d" in st:
-            opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
+            opt_g.load_state_dict(st["opt_g"])
+            if same_d:
+                opt_d.load_state_dict(st["opt_d"])
         else:  # a compact snapshot (see compact_state): Adam's moments re-warm in a few steps
             print(f"{state_path}: no optimiser state; continuing with fresh Adam moments")
         step, nimg, wall = st["step"], st["nimg"], st.get("wall_s", 0.0)
@@ -210,20 +269,28 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     fixed_noise = torch.randn((16, G.config.noise_channels, 2 * cfg.crop, 2 * cfg.crop), generator=fixed)
     fixed_cond = bank[torch.randint(len(bank), (16,), generator=fixed)] if bank is not None else None
 
+    # On an accelerator the noise (crop-sized, 8 channels: ~17M floats a step at 256 px, batch 32)
+    # is drawn there, seeded from noise_gen, so resume stays exact; on CPU it is drawn as before.
+    dev_gen = torch.Generator(device) if torch.device(device).type != "cpu" else None
+
     def draw_inputs(n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = torch.randn((n, G.config.noise_channels, *size), generator=noise_gen).to(device)
+        if dev_gen is None:
+            z = torch.randn((n, G.config.noise_channels, *size), generator=noise_gen)
+        else:
+            dev_gen.manual_seed(int(torch.randint(2**62, (1,), generator=noise_gen)))
+            z = torch.randn((n, G.config.noise_channels, *size), generator=dev_gen, device=device)
         c = bank[torch.randint(len(bank), (n,), generator=noise_gen)].to(device) if bank is not None else None
         return z, c
 
     def checkpoint() -> None:
         meta = {"name": cfg.name, "step": step, "kimg": nimg / 1000, "wall_time_s": round(wall, 1),
-                "crop": cfg.crop, "train_config": CONFIG_NAME}
+                "crop": cfg.crop, "discriminator": cfg.discriminator, "train_config": CONFIG_NAME}
         cond = None
         if bank is not None:
             cond = bank[torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:512]]
         save_generator(out / "checkpoint", G_ema, cond, meta)
         _atomic_torch_save({
-            "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
+            "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(), "D_kind": cfg.discriminator,
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, "nimg": nimg, "wall_s": wall,
             "sampler": sampler.state(), "aug_gen": aug_gen.get_state(), "noise_gen": noise_gen.get_state(),
         }, state_path)
@@ -238,37 +305,43 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="it", disable=not progress, dynamic_ncols=True)
     restore_sigterm = _sigterm_as_interrupt()
     log = open(out / "log.jsonl", "a")
-    stats: dict[str, float] = {}
+    stats: dict[str, Any] = {}  # losses stay device tensors between log lines: no per-step host sync
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
     try:
         while step < cfg.steps:
+            if deadline is not None and time.monotonic() >= deadline:
+                bar.write(f"max_minutes={cfg.max_minutes} reached at step {step}: saving a checkpoint")
+                sample_grid()
+                checkpoint()
+                break
             t0 = time.perf_counter()
             # ---- discriminator ----
-            real = dihedral(sampler.sample(cfg.batch)).to(device)
+            real = dihedral(sampler.sample(cfg.batch, device=device))
             z, c = draw_inputs(cfg.batch)
             with torch.no_grad():
                 fake = G(z, c)
             D.requires_grad_(True)
-            loss_d = d_logistic_loss(D(diff_augment(real, cfg.diffaugment, aug_gen)), D(diff_augment(fake, cfg.diffaugment, aug_gen)))
+            loss_d = d_loss_fn(D(diff_augment(real, cfg.diffaugment, aug_gen)), D(diff_augment(fake, cfg.diffaugment, aug_gen)))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-            if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
+            if r1_gamma > 0 and step % cfg.r1_every == 0:
                 real_r = real.detach().requires_grad_(True)
                 r1 = r1_penalty(D(diff_augment(real_r, cfg.diffaugment, aug_gen)), real_r)
                 opt_d.zero_grad(set_to_none=True)
-                (r1 * (cfg.r1_gamma / 2) * cfg.r1_every).backward()
+                (r1 * (r1_gamma / 2) * cfg.r1_every).backward()
                 opt_d.step()
-                stats["r1"] = r1.item()
+                stats["r1"] = r1.detach()
             # ---- generator ----
             D.requires_grad_(False)
             z, c = draw_inputs(cfg.batch)
             fake = G(z, c)
-            loss_g = g_nonsaturating_loss(D(diff_augment(fake, cfg.diffaugment, aug_gen)))
+            loss_g = g_loss_fn(D(diff_augment(fake, cfg.diffaugment, aug_gen)))
             loss_total = loss_g
             if extractor is not None and c is not None and cfg.cond_weight > 0 and step % cfg.cond_every == 0:
                 loss_c = conditioning_consistency(extractor.pooled(resize_for_features(fake)), c)
                 loss_total = loss_total + cfg.cond_weight * cfg.cond_every * loss_c
-                stats["cond"] = loss_c.item()
+                stats["cond"] = loss_c.detach()
             opt_g.zero_grad(set_to_none=True)
             loss_total.backward()
             opt_g.step()
@@ -279,11 +352,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
                 ema_nimg = min(ema_nimg, nimg * cfg.ema_rampup)
             _update_ema(G_ema, G, 0.5 ** (cfg.batch / max(ema_nimg, 1e-8)))
             step += 1
+            stats.update(d=loss_d.detach(), g=loss_g.detach())
+            if step % cfg.log_every == 0:  # the host sync, inside the timed step so wall_s stays honest
+                stats = {k: float(v) for k, v in stats.items()}
             wall += time.perf_counter() - t0
-            stats.update(d=loss_d.item(), g=loss_g.item())
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
             if step % cfg.log_every == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
                 m = paint_influence(G_ema, fixed_noise[:4, :, :cfg.crop, :cfg.crop].to(device),
                                     None if fixed_cond is None else fixed_cond[:4].to(device), G.config.default_layer)
                 stats.update(paint=m["influence"], std=m["spatial_std"])

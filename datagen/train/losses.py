@@ -1,17 +1,44 @@
-"""GAN losses: non-saturating logistic loss, R1 penalty, conditioning consistency."""
+"""GAN losses: non-saturating logistic and hinge losses, R1 penalty, conditioning consistency.
+
+A discriminator returns either one logit tensor or a list of them (one per head, e.g.
+the projected discriminator's patch-logit maps). Each loss averages each head's logits
+and sums over heads; for a single tensor that is the plain mean.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-
-def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+Logits = torch.Tensor | Sequence[torch.Tensor]
 
 
-def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    return F.softplus(-fake_logits).mean()
+def _heads(x: Logits) -> Sequence[torch.Tensor]:
+    return (x,) if isinstance(x, torch.Tensor) else x
+
+
+def d_logistic_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
+    return sum(F.softplus(f).mean() + F.softplus(-r).mean() for r, f in zip(_heads(real_logits), _heads(fake_logits), strict=True))  # type: ignore[return-value]
+
+
+def g_nonsaturating_loss(fake_logits: Logits) -> torch.Tensor:
+    return sum(F.softplus(-f).mean() for f in _heads(fake_logits))  # type: ignore[return-value]
+
+
+def d_hinge_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(_heads(real_logits), _heads(fake_logits), strict=True))  # type: ignore[return-value]
+
+
+def g_hinge_loss(fake_logits: Logits) -> torch.Tensor:
+    return sum(-f.mean() for f in _heads(fake_logits))  # type: ignore[return-value]
+
+
+GAN_LOSSES: dict[str, tuple[Callable[[Logits, Logits], torch.Tensor], Callable[[Logits], torch.Tensor]]] = {
+    "nonsaturating": (d_logistic_loss, g_nonsaturating_loss),
+    "hinge": (d_hinge_loss, g_hinge_loss),
+}
 
 
 def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
