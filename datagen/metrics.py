@@ -45,11 +45,13 @@ FD_INPUT_SIZE = 224
 """EfficientNet-Lite0's native input size; images are resized to it before feature extraction."""
 
 
-def realism_extractor(layer: str = FD_LAYER, device: str | torch.device = "cpu") -> FeatureExtractor:
-    """EfficientNet-Lite0 (ImageNet weights, frozen) read at ``layer`` (default ``head``, 1280-d)."""
+def realism_extractor(layer: str = FD_LAYER, device: str | torch.device = "cpu",
+                      variant: str = FD_EXTRACTOR) -> FeatureExtractor:
+    """EfficientNet-Lite0 (ImageNet weights, frozen) read at ``layer`` (default ``head``, 1280-d);
+    ``variant="efficientnet-lite1"`` for the second network (the projected D's backbone)."""
     from .features import EfficientNetLite0
 
-    return EfficientNetLite0((layer,)).to(device)
+    return EfficientNetLite0((layer,), variant=variant).to(device)
 
 
 def _as_float_batch(batch: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -222,3 +222,19 @@ def test_benchmark_bad_size_is_a_clear_error(tiny_setup):
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "--size" in proc.stderr and "multiple of 8" in proc.stderr
+
+
+def test_realism_second_network_lite1():
+    """The second realism network (the projected D's backbone) loads offline and reads other features."""
+    import torch
+
+    from datagen.metrics import realism_extractor
+
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        f0 = realism_extractor(device="cpu")(x)["head"]
+        f1 = realism_extractor(device="cpu", variant="efficientnet-lite1")(x)["head"]
+    assert f0.shape == f1.shape and f1.shape[1] == 1280
+    assert not torch.allclose(f0, f1)
+    with pytest.raises(ValueError):
+        realism_extractor(variant="efficientnet-lite9")
