@@ -132,6 +132,43 @@ class RenderedMaskModel:
         head = self.head.to(dev)
         return head(self._normalise(feats), size)
 
+    @torch.no_grad()
+    def logits_at(self, feats: Sequence[torch.Tensor], size: tuple[int, int], where: torch.Tensor) -> torch.Tensor:
+        """(M, K) logits at the pixels ``where`` (M, 3: sample, row, column) only.
+
+        The same numbers as :meth:`logits` there (bilinear at pixel centres, as the fit
+        samples them), at the cost of M pixels instead of every pixel: ``mask: rendered``
+        needs them only near painted-cell boundaries. float64 on the CPU (see :meth:`logits`).
+        """
+        dev = feats[0].device
+        head = self.head.to(dev)
+        dtype = torch.float32
+        if dev.type == "cpu":
+            head64 = getattr(self, "_head64", None)
+            if head64 is None:
+                import copy
+
+                head64 = self._head64 = copy.deepcopy(self.head).double()
+            head, dtype = head64, torch.float64
+        H, W = size
+        hidden = torch.zeros(len(where), head.bias.shape[0], dtype=dtype, device=dev)
+        feats = [f.to(dtype) for f in self._normalise(feats)]
+        for i in torch.unique(where[:, 0]).tolist():
+            sel = (where[:, 0] == i).nonzero()[:, 0]
+            gy = (where[sel, 1].to(dtype) + 0.5) / H * 2 - 1
+            gx = (where[sel, 2].to(dtype) + 0.5) / W * 2 - 1
+            grid = torch.stack([gx, gy], -1)[None, None]
+            acc = head.bias.to(dtype)[None].expand(len(sel), -1).clone()
+            for proj, f in zip(head.proj, feats):
+                p = proj(f[i:i + 1])  # (1, hidden, h, w) at the layer's own resolution
+                if p.shape[-2:] == (H, W):
+                    v = p[0][:, where[sel, 1], where[sel, 2]].T
+                else:
+                    v = F.grid_sample(p, grid, mode="bilinear", align_corners=False, padding_mode="border")[0, :, 0].T
+                acc = acc + v
+            hidden[sel] = acc
+        return head.out(hidden[:, :, None, None])[:, :, 0, 0]
+
 
 def feature_layers(generator, layer: str) -> list[str]:
     """The generator layers after the paint layer and finer than it: what the decoder draws from."""
@@ -241,6 +278,16 @@ def _fit(features: list[list[torch.Tensor]], cells: np.ndarray, *, class_ids: Se
                                           "train_accuracy": round(acc, 4)})
 
 
+def square_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Max over a (2r+1)^2 square around every pixel of (N, C, H, W) ``x``, as two 1-D passes
+    (a max is separable: O(r) per pixel instead of O(r^2))."""
+    if radius <= 0:
+        return x
+    k = 2 * int(radius) + 1
+    x = F.max_pool2d(x, (1, k), stride=1, padding=(0, int(radius)))
+    return F.max_pool2d(x, (k, 1), stride=1, padding=(int(radius), 0))
+
+
 def near_boundary(cells: torch.Tensor, band: int) -> torch.Tensor:
     """(N, H, W) bool: pixels within ``band`` px (square window) of a place where the
     class of ``cells`` (N, H, W) changes between 4-neighbours. Runs on the tensor's device."""
@@ -252,8 +299,7 @@ def near_boundary(cells: torch.Tensor, band: int) -> torch.Tensor:
     edge[:, :-1] |= dy
     edge[:, :, 1:] |= dx
     edge[:, :, :-1] |= dx
-    k = 2 * int(band) + 1
-    return F.max_pool2d(edge[:, None].float(), k, stride=1, padding=int(band))[:, 0] > 0
+    return square_max(edge[:, None].float(), int(band))[:, 0] > 0
 
 
 def ignore_boundaries(masks: np.ndarray, width: int, ignore_index: int | None) -> np.ndarray:
@@ -264,9 +310,8 @@ def ignore_boundaries(masks: np.ndarray, width: int, ignore_index: int | None) -
     if width <= 0 or ignore_index is None:
         return masks
     m = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
-    k = 2 * int(width) + 1
-    hi = F.max_pool2d(m, k, stride=1, padding=int(width))
-    lo = -F.max_pool2d(-m, k, stride=1, padding=int(width))
+    hi = square_max(m, int(width))
+    lo = -square_max(-m, int(width))
     masks[(hi != lo)[:, 0].numpy()] = ignore_index
     return masks
 
@@ -283,13 +328,12 @@ def rendered_masks(model: RenderedMaskModel, features: Sequence[torch.Tensor], c
     """
     n, H, W = cells.shape
     dev = features[0].device
-    logits = model.logits(features, (H, W))  # (N, K, H, W); float64 on the CPU (see RenderedMaskModel.logits)
-    if logits.dtype != torch.float64:
-        logits = logits.float()
     K = len(model.classes)
     keep_ids = list(keep_ids)
     r = int(np.ceil(band))
     cl = torch.from_numpy(np.ascontiguousarray(cells)).to(dev).long()
+    near = near_boundary(cl, r)
+    where = near.nonzero()  # (M, 3): only these pixels need the classifier
     # which output each painted cell stands for (-1: not a class of the model)
     lut = torch.full((256,), -1, dtype=torch.long, device=dev)
     for k, c in enumerate(model.classes):
@@ -301,21 +345,28 @@ def rendered_masks(model: RenderedMaskModel, features: Sequence[torch.Tensor], c
     idx = lut[cl]
     onehot = torch.zeros(n, K, H, W, device=dev)
     onehot.scatter_(1, idx.clamp(min=0)[:, None], (idx >= 0)[:, None].float())
-    allowed = F.max_pool2d(onehot, 2 * r + 1, stride=1, padding=r) > 0
-    prob = logits.masked_fill(~allowed, float("-inf")).softmax(1)
-    conf, best = prob.max(1)
+    allowed = square_max(onehot, r) > 0
+    allowed_at = allowed.permute(0, 2, 3, 1)[where[:, 0], where[:, 1], where[:, 2]]  # (M, K)
+    logits = model.logits_at(features, (H, W), where) if len(where) else torch.zeros(0, K, device=dev)
+    if logits.dtype != torch.float64:
+        logits = logits.float()
+    prob = logits.masked_fill(~allowed_at, float("-inf")).softmax(1)
+    conf_m, best_m = prob.max(1)
     ids = torch.tensor([c if c >= 0 else 0 for c in model.classes], dtype=torch.long, device=dev)
-    near = near_boundary(cl, r)
-    out = torch.where(near, ids[best], cl)
+    out = cl.clone()
+    out[where[:, 0], where[:, 1], where[:, 2]] = ids[best_m]
     keep_lut = torch.zeros(256, dtype=torch.bool, device=dev)
     if keep_ids:
         keep_lut[torch.tensor(keep_ids, device=dev)] = True
-    best_keep = (best == model.keep_index) if model.keep_index is not None else torch.zeros_like(near)
+    best_keep_m = (best_m == model.keep_index) if model.keep_index is not None else torch.zeros_like(best_m, dtype=torch.bool)
+    unsure_m = best_keep_m | (conf_m < min_confidence) if min_confidence > 0 else best_keep_m
     if ignore_index is not None:
-        unsure = best_keep | (conf < min_confidence) if min_confidence > 0 else best_keep
-        out = torch.where(keep_lut[out] | (near & unsure), torch.full_like(out, ignore_index), out)
+        out[keep_lut[out]] = ignore_index
+        sel = where[unsure_m]
+        out[sel[:, 0], sel[:, 1], sel[:, 2]] = ignore_index
     else:  # no ignore value: a boundary pixel read as a keep region keeps its painted cell's id
-        out = torch.where(near & best_keep, cl, out)
+        sel = where[best_keep_m]
+        out[sel[:, 0], sel[:, 1], sel[:, 2]] = cl[sel[:, 0], sel[:, 1], sel[:, 2]]
     return out.to(torch.uint8).cpu().numpy()
 
 
