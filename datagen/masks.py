@@ -50,15 +50,25 @@ def ignore_keep(mask: np.ndarray, keep_ids: Sequence[int], ignore_index: int | N
     return mask
 
 
-def cell_boundary_distance(cells: np.ndarray) -> np.ndarray:
-    """Distance (px) of every pixel to the nearest pixel whose 4-neighbour has another label."""
-    edge = np.zeros(cells.shape, dtype=bool)
-    dy = cells[1:] != cells[:-1]
-    dx = cells[:, 1:] != cells[:, :-1]
+def boundary_mask(labels: np.ndarray) -> np.ndarray:
+    """Pixels of a 2-D label map whose value differs from at least one 4-neighbour.
+
+    Both sides of a label change are boundary pixels; changes against ignored pixels
+    count like any other; the image border is not a boundary.
+    """
+    edge = np.zeros(labels.shape, dtype=bool)
+    dy = labels[1:] != labels[:-1]
+    dx = labels[:, 1:] != labels[:, :-1]
     edge[1:] |= dy
     edge[:-1] |= dy
     edge[:, 1:] |= dx
     edge[:, :-1] |= dx
+    return edge
+
+
+def cell_boundary_distance(cells: np.ndarray) -> np.ndarray:
+    """Distance (px) of every pixel to the nearest pixel whose 4-neighbour has another label."""
+    edge = boundary_mask(cells)
     if not edge.any():
         return np.full(cells.shape, np.inf, dtype=np.float32)
     return ndimage.distance_transform_edt(~edge).astype(np.float32)
@@ -70,7 +80,8 @@ class _PixelHead(torch.nn.Module):
 
     The first linear map of a concatenation is the sum of one linear map per layer, and a
     1x1 linear map commutes with bilinear upsampling, so each layer is projected at its own
-    resolution and only the small hidden map is upsampled to the output size.
+    resolution and only the small hidden vectors are sampled at the pixels that need them
+    (:meth:`RenderedMaskModel.logits_at`).
     """
 
     def __init__(self, channels: Sequence[int], num_classes: int, hidden: int = 32) -> None:
@@ -79,18 +90,6 @@ class _PixelHead(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(hidden))
         self.out = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(hidden, hidden, 1), torch.nn.ReLU(),
                                        torch.nn.Conv2d(hidden, num_classes, 1))
-
-    def hidden_map(self, feats: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        h = 0
-        for proj, f in zip(self.proj, feats):
-            p = proj(f)
-            if p.shape[-2:] != size:
-                p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
-            h = h + p
-        return h + self.bias[:, None, None]
-
-    def forward(self, feats: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        return self.out(self.hidden_map(feats, size))
 
 
 @dataclass
@@ -112,62 +111,54 @@ class RenderedMaskModel:
     def _normalise(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [(f.float() - m.to(f.device)) / s.to(f.device) for f, m, s in zip(feats, self.mean, self.std)]
 
-    @torch.no_grad()
-    def logits(self, feats: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """(N, K, H, W) logits; float64 on the CPU.
+    def _head_on(self, device: torch.device) -> tuple[_PixelHead, torch.dtype]:
+        """The head to apply on ``device`` and its dtype: float64 on the CPU.
 
         On the CPU the head runs in float64: matrix kernels group their sums by thread
         count, batch shape and (under load) by how many threads actually ran, which in
         float32 flipped the class of a few boundary pixels between identical runs
         (issue 15); in float64 those differences are far below anything an argmax sees.
         """
-        dev = feats[0].device
-        if dev.type == "cpu":
-            head64 = getattr(self, "_head64", None)
-            if head64 is None:
-                import copy
+        if device.type != "cpu":
+            return self.head.to(device), torch.float32
+        head64 = getattr(self, "_head64", None)
+        if head64 is None:
+            import copy
 
-                head64 = self._head64 = copy.deepcopy(self.head).double()
-            return head64([f.double() for f in self._normalise(feats)], size)
-        head = self.head.to(dev)
-        return head(self._normalise(feats), size)
+            head64 = self._head64 = copy.deepcopy(self.head).double()
+        return head64, torch.float64
 
     @torch.no_grad()
     def logits_at(self, feats: Sequence[torch.Tensor], size: tuple[int, int], where: torch.Tensor) -> torch.Tensor:
         """(M, K) logits at the pixels ``where`` (M, 3: sample, row, column) only.
 
-        The same numbers as :meth:`logits` there (bilinear at pixel centres, as the fit
-        samples them), at the cost of M pixels instead of every pixel: ``mask: rendered``
-        needs them only near painted-cell boundaries. float64 on the CPU (see :meth:`logits`).
+        Bilinear at pixel centres, as the fit samples them (:func:`_sample_at`): the
+        ``mask: rendered`` pass needs logits only near painted-cell boundaries, so it pays
+        for M pixels instead of every pixel. float64 on the CPU (see :meth:`_head_on`).
         """
-        dev = feats[0].device
-        head = self.head.to(dev)
-        dtype = torch.float32
-        if dev.type == "cpu":
-            head64 = getattr(self, "_head64", None)
-            if head64 is None:
-                import copy
-
-                head64 = self._head64 = copy.deepcopy(self.head).double()
-            head, dtype = head64, torch.float64
-        H, W = size
-        hidden = torch.zeros(len(where), head.bias.shape[0], dtype=dtype, device=dev)
+        head, dtype = self._head_on(feats[0].device)
+        hidden = torch.zeros(len(where), head.bias.shape[0], dtype=dtype, device=feats[0].device)
         feats = [f.to(dtype) for f in self._normalise(feats)]
         for i in torch.unique(where[:, 0]).tolist():
             sel = (where[:, 0] == i).nonzero()[:, 0]
-            gy = (where[sel, 1].to(dtype) + 0.5) / H * 2 - 1
-            gx = (where[sel, 2].to(dtype) + 0.5) / W * 2 - 1
-            grid = torch.stack([gx, gy], -1)[None, None]
             acc = head.bias.to(dtype)[None].expand(len(sel), -1).clone()
-            for proj, f in zip(head.proj, feats):
-                p = proj(f[i:i + 1])  # (1, hidden, h, w) at the layer's own resolution
-                if p.shape[-2:] == (H, W):
-                    v = p[0][:, where[sel, 1], where[sel, 2]].T
-                else:
-                    v = F.grid_sample(p, grid, mode="bilinear", align_corners=False, padding_mode="border")[0, :, 0].T
-                acc = acc + v
+            for proj, f in zip(head.proj, feats):  # each layer projected at its own resolution
+                acc = acc + _sample_at(proj(f[i:i + 1]), where[sel, 1], where[sel, 2], size)
             hidden[sel] = acc
         return head.out(hidden[:, :, None, None])[:, :, 0, 0]
+
+
+def _sample_at(f: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(M, C) values of the map ``f`` (1, C, h, w), bilinearly upsampled to ``size``, at output
+    pixels (ys, xs): what ``F.interpolate(..., mode="bilinear", align_corners=False)`` gives
+    there, without upsampling the whole map. A map already at ``size`` is indexed directly."""
+    H, W = size
+    if f.shape[-2:] == (H, W):
+        return f[0][:, ys, xs].T
+    gy = (ys.double() + 0.5) / H * 2 - 1  # grid in float64, then the map's dtype
+    gx = (xs.double() + 0.5) / W * 2 - 1
+    grid = torch.stack([gx, gy], -1)[None, None].to(f.dtype)
+    return F.grid_sample(f, grid, mode="bilinear", align_corners=False, padding_mode="border")[0, :, 0].T
 
 
 def feature_layers(generator, layer: str) -> list[str]:
@@ -238,15 +229,9 @@ def _fit(features: list[list[torch.Tensor]], cells: np.ndarray, *, class_ids: Se
             picks.append(rng.choice(pool, size=min(len(pool), pixels_per_sample // len(present)), replace=False))
         pick = np.concatenate(picks)
         ys.append(y.ravel()[pick])
-        py, px = pick // W, pick % W
+        py, px = torch.from_numpy(pick // W), torch.from_numpy(pick % W)
         for l, f in enumerate(features[i]):
-            f = (f.float() - mean[l]) / std[l]
-            # bilinear value at pixel centres, as the inference upsampling computes it
-            gy = torch.from_numpy((py + 0.5) / H * 2 - 1).float()
-            gx = torch.from_numpy((px + 0.5) / W * 2 - 1).float()
-            grid = torch.stack([gx, gy], -1)[None, None]
-            v = F.grid_sample(f, grid, mode="bilinear", align_corners=False, padding_mode="border")[0, :, 0].T
-            xs[l].append(v)
+            xs[l].append(_sample_at((f.float() - mean[l]) / std[l], py, px, (H, W)))
     if not ys:
         raise ValueError("mask: rendered found no painted cell interiors in its calibration renders; "
                          "make regions larger (layout) or use mask: cells")
@@ -371,6 +356,6 @@ def rendered_masks(model: RenderedMaskModel, features: Sequence[torch.Tensor], c
 
 
 __all__ = [
-    "DEFAULT_IGNORE", "RenderedMaskModel", "cell_boundary_distance", "feature_layers", "fit_rendered_mask",
+    "DEFAULT_IGNORE", "RenderedMaskModel", "boundary_mask", "cell_boundary_distance", "feature_layers", "fit_rendered_mask",
     "ignore_boundaries", "ignore_keep", "near_boundary", "rendered_masks",
 ]

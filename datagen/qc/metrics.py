@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from datagen.errors import DatagenError
+from datagen.masks import boundary_mask as label_boundaries
 
 __all__ = [
     "class_lut",
@@ -122,14 +123,7 @@ def boundary_mask(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise DatagenError(f"boundary_mask needs a 2-D label map, got shape {mask.shape}")
-    b = np.zeros(mask.shape, dtype=bool)
-    dy = mask[1:, :] != mask[:-1, :]
-    dx = mask[:, 1:] != mask[:, :-1]
-    b[1:, :] |= dy
-    b[:-1, :] |= dy
-    b[:, 1:] |= dx
-    b[:, :-1] |= dx
-    return b
+    return label_boundaries(mask)
 
 
 def band_masks(mask: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
