@@ -58,8 +58,9 @@ def _run_blocks(recipe_path: str, out: str, info_doc: dict[str, Any], *, num: in
     from ..writers import DatasetInfo, open_writer
 
     t0 = time.perf_counter()
+    # the driver has checked class separability (and warned) once; workers do not repeat it
     job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size, batch_size=batch_size,
-                  trust_pickles=trust_pickles)
+                  trust_pickles=trust_pickles, check_separability=False)
     info = DatasetInfo.from_dict(info_doc)
     diffs = [d for d in info.differences(job.info) if not d.startswith("attrs.recipe_file")]
     if diffs:
