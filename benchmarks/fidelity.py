@@ -139,7 +139,6 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     from datagen.generate import prepare, render_block
-    from datagen.masks import feature_layers
     from datagen.qc import qc_arrays
 
     recipe = a.recipe or (str(DEMO) if not a.quick and DEMO.exists() else str(C.default_recipe(a.quick)))
@@ -164,7 +163,6 @@ def main(argv: list[str] | None = None) -> dict:
             r.mask_mode, r.min_confidence, r.boundary_ignore = mode, 0.0, 0
         else:
             raise SystemExit(f"unknown variant {mode!r}: expected layout, cells, rendered or recipe")
-        r.feature_layers = feature_layers(r.generator, r.layer) if r.mask_mode == "rendered" else []
         t0 = time.perf_counter()
         plans = [r.plan(i, lay) for i, lay in enumerate(layouts)]
         imgs, masks = render_block(job, range(n_total), layouts, 8, plans)

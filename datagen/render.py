@@ -127,8 +127,9 @@ class Renderer:
         self.min_confidence = float(min_confidence)
         self.boundary_ignore = int(boundary_ignore)
         self.calibration_samples = int(calibration_samples)
-        self.feature_layers = feature_layers(generator, self.layer) if mask_mode == "rendered" else []
-        if mask_mode == "rendered" and not self.feature_layers:
+        #: the decoder layers ``mask: rendered`` reads (recorded only when it is the mask mode)
+        self.decoder_layers = feature_layers(generator, self.layer)
+        if mask_mode == "rendered" and not self.decoder_layers:
             raise ValueError(f"mask: rendered needs decoder layers after the paint layer {self.layer!r}; "
                              f"the model has none (use mask: cells)")
         self._mask_model: RenderedMaskModel | None = None
@@ -268,7 +269,7 @@ class Renderer:
             stack.enter_context(torch.inference_mode())
             stack.enter_context(self._autocast())
             stack.enter_context(LayerHook(self.generator.module, self.layer, edit=edit, record=False))
-            hooks = [stack.enter_context(LayerHook(self.generator.module, name)) for name in self.feature_layers] if record else []
+            hooks = [stack.enter_context(LayerHook(self.generator.module, name)) for name in self.decoder_layers] if record else []
             images = self.generator.forward(inputs)
             feats = [h.original.float() for h in hooks]  # type: ignore[union-attr]
         return to_uint8(images), feats
@@ -294,7 +295,7 @@ class Renderer:
             cells = np.stack([p.cells for p in plans])
             model = fit_rendered_mask(feats, cells, class_ids=[c.id for c in self.classes], keep_ids=self.keep_ids,
                                       margin=0.75 * max(self.stride), seed=int(sample_rng(self.seed, 0, stream + "fit").integers(2**31)))
-            model.layers = list(self.feature_layers)
+            model.layers = list(self.decoder_layers)
             self._mask_model = model
         return self._mask_model
 
