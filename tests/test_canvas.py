@@ -11,7 +11,8 @@ import tifffile
 import torch
 import zarr
 
-from datagen.canvas import add_canvas_command, canvas_from_recipe, mask_paths, pyramid_shapes, render_canvas
+from datagen.canvas import canvas_from_recipe, mask_paths, pyramid_shapes, render_canvas
+from datagen.cli.canvas import add_canvas_command
 from datagen.models import DigipathUNet, UNetConfig, load_checkpoint, save_generator
 from datagen.vectors import extract_vectors
 

@@ -324,7 +324,7 @@ def test_models_bad_path(tmp_path, capsys):
     ("cmd_validate", ["validate", "o"], None),
 ])
 def test_ctrl_c_says_what_was_kept(monkeypatch, capsys, command, argv, hint):
-    import datagen.cli as cli
+    import datagen.cli.app as cli
 
     def interrupted(a):
         raise KeyboardInterrupt

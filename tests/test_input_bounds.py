@@ -282,7 +282,7 @@ def test_disk_full_mid_run_says_what_was_kept(assets, tmp_path, capsys, monkeypa
 
 
 def test_cli_reports_stray_enospc_in_one_line(monkeypatch, capsys):
-    import datagen.cli as cli
+    import datagen.cli.app as cli
 
     def full(a):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/x")

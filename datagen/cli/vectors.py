@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .errors import DatagenError
+from ..errors import DatagenError
 
 
 def _load(lib_dir: str, model: str | None, device: str | None, trust_pickles: bool = False):  # type: ignore[no-untyped-def]
-    from .models import load_generator
-    from .vectors import VectorLibrary
+    from ..models import load_generator
+    from ..vectors import VectorLibrary
 
     lib = VectorLibrary.load(lib_dir)
     gen = load_generator(model or lib.model, device, trust_pickles=trust_pickles)
@@ -20,8 +20,8 @@ def _load(lib_dir: str, model: str | None, device: str | None, trust_pickles: bo
 
 
 def cmd_extract(a: argparse.Namespace) -> int:
-    from .models import load_generator
-    from .vectors import cluster_library, extract_vectors
+    from ..models import load_generator
+    from ..vectors import cluster_library, extract_vectors
 
     gen = load_generator(a.model, a.device, trust_pickles=a.trust_pickles)
     per_image = "all" if a.per_image == "all" else int(a.per_image)
@@ -35,7 +35,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    from .vectors import score_library
+    from ..vectors import score_library
 
     lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
     scores = score_library(lib, gen, extractor_spec=a.extractor, extractor_layer=a.extractor_layer, grid=a.grid,
@@ -51,7 +51,7 @@ def cmd_score(a: argparse.Namespace) -> int:
 def cmd_show(a: argparse.Namespace) -> int:
     import torch
 
-    from .vectors import contact_sheet, html_report, vector_caption, visualize
+    from ..vectors import contact_sheet, html_report, vector_caption, visualize
 
     lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
     ids = [int(i) for i in a.ids] if a.ids else list(lib.ids)
@@ -78,7 +78,7 @@ def cmd_show(a: argparse.Namespace) -> int:
     thr = (lib.tileability or {}).get("threshold")
     sep = None
     if len(lib.labels) >= 2 and not a.no_separability:  # class confusion of the labelled classes in the report
-        from .vectors.separability import library_classes, measure_separability
+        from ..vectors.separability import library_classes, measure_separability
 
         vecs, groups = library_classes(lib, "label")
         sep = measure_separability(gen, lib.layer, vecs, ids=groups, size=a.size or 128, progress=False)
@@ -88,7 +88,7 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_label(a: argparse.Namespace) -> int:
-    from .vectors import VectorLibrary
+    from ..vectors import VectorLibrary
 
     lib = VectorLibrary.load(a.library)
     ids = [int(i) for i in a.ids or []]
@@ -108,13 +108,13 @@ def cmd_label(a: argparse.Namespace) -> int:
 def cmd_separability(a: argparse.Namespace) -> int:
     import json
 
-    from .vectors.separability import (
+    from ..vectors.separability import (
         library_classes, measure_painted_separability, measure_separability, recipe_classes, save_result,
     )
 
     lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
     if a.recipe:
-        from .recipe import load_recipe
+        from ..recipe import load_recipe
 
         recipe = load_recipe(a.recipe)
         recipe.validate_against(gen, lib)
@@ -155,7 +155,7 @@ def add_vector_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--size", type=int, default=None, help="render size in px (default: a size the model supports)")
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--quiet", action="store_true")
-        from .cli import add_trust_pickles
+        from .app import add_trust_pickles
 
         add_trust_pickles(p)
 

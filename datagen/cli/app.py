@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import DatagenError
+from .. import __version__
+from ..errors import DatagenError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -24,7 +24,7 @@ EXIT_INTERRUPTED = 130
 def cmd_generate(a: argparse.Namespace) -> int:
     if a.engine == "ray":
         try:
-            from .engines.ray import generate_ray
+            from ..engines.ray import generate_ray
         except ImportError as e:  # the engine module or the ray package itself
             raise DatagenError(f"--engine ray is not available here ({e}); install ray (pip install ray) "
                                "or use --engine local") from None
@@ -34,7 +34,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
                               num_tasks=a.ray_tasks, address=a.ray_address, progress=not a.quiet,
                               trust_pickles=a.trust_pickles)
     else:
-        from .generate import generate
+        from ..generate import generate
 
         report = generate(a.recipe, a.out, num=a.num, seed=a.seed, format=a.format, device=a.device,
                           batch_size=a.batch_size, block_size=a.block_size, resume=a.resume,
@@ -51,7 +51,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 
 def cmd_preview(a: argparse.Namespace) -> int:
-    from .preview import preview
+    from ..preview import preview
 
     out = preview(a.recipe, a.out, num=a.num, seed=a.seed, device=a.device, columns=a.columns,
                   trust_pickles=a.trust_pickles)
@@ -60,7 +60,7 @@ def cmd_preview(a: argparse.Namespace) -> int:
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from .validate import validate_dataset
+    from ..validate import validate_dataset
 
     progress = None
     if not a.quiet:
@@ -83,8 +83,8 @@ def cmd_validate(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .train import TrainConfig, load_train_config, train
-    from .train.loop import CONFIG_NAME
+    from ..train import TrainConfig, load_train_config, train
+    from ..train.loop import CONFIG_NAME
 
     overrides: dict[str, Any] = {k: getattr(a, k) for k in ("steps", "crop", "batch", "device", "seed", "threads", "feature_extractor")}
     if a.resume and a.config is None and (Path(a.out) / CONFIG_NAME).exists():
@@ -94,7 +94,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     else:
         if not a.data:
             raise DatagenError("give a training config (CONFIG) or at least one --data image/folder")
-        from .config import parse_model
+        from ..config import parse_model
 
         raw = {"data": [{"path": str(Path(p).resolve())} for p in a.data], **{k: v for k, v in overrides.items() if v is not None}}
         cfg = parse_model(TrainConfig, raw, prefix=None)
@@ -107,7 +107,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
-    from .models import builtin_models, load_generator
+    from ..models import builtin_models, load_generator
 
     specs = [a.model] if a.model else [f"builtin:{n}" for n in builtin_models()]
     out = []
@@ -141,7 +141,7 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 
 def cmd_qc(a: argparse.Namespace) -> int:
-    from .qc import qc_dataset, write_html
+    from ..qc import qc_dataset, write_html
 
     if a.threads is not None:
         import torch
@@ -163,7 +163,7 @@ def cmd_qc(a: argparse.Namespace) -> int:
         write_html(report, report_path, title=f"datagen qc: {a.path}")
         report.settings["report"] = str(report_path)
     if a.strip:
-        from .qc import render_strip
+        from ..qc import render_strip
 
         Path(a.strip).parent.mkdir(parents=True, exist_ok=True)
         render_strip(report).save(a.strip)
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_qc)
 
     from .canvas import add_canvas_command
-    from .vectors_cli import add_vector_commands
+    from .vectors import add_vector_commands
 
     add_vector_commands(sub)
     add_canvas_command(sub)
