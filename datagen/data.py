@@ -2,6 +2,7 @@
 
     ds = SegmentationDataset("out/", transform=A.Compose([A.HorizontalFlip()]))
     image, mask = ds[0]      # float32 (3,H,W) in [0,1], int64 (H,W); ds.ignore_index marks "no class"
+    image, mask, instances = SegmentationDataset("out/", instances=True)[0]   # datasets made with --instances
     loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=4)
 
 Files are opened lazily, per process, so the dataset can be handed to DataLoader
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datagen.errors import DatagenError
-from datagen.writers import READERS, DatasetInfo, detect_format, load_info, read_manifest, sample_sha256
-from datagen.writers.verify import short
+from datagen.errors import DatagenError, arg
+from datagen.writers import READERS, DatasetInfo, detect_format, instance_map, load_info, read_manifest, sample_sha256
+from datagen.writers.manifest import FileRecord
+from datagen.writers.verify import check_files, file_records, read_error
 
 
 class SegmentationDataset(Dataset):
@@ -53,6 +55,13 @@ class SegmentationDataset(Dataset):
         Whatever this is, a block whose files are missing or have another size than
         recorded raises :class:`~datagen.errors.DatagenError` (naming the dataset, block
         and sample) instead of reading as zeros, and so does an undecodable sample.
+    instances:
+        Also return each sample's instance map as a third item (int64 (H,W) tensor, or the
+        uint32 array with ``return_tensors=False``): one id per connected region of one class,
+        0 where the mask holds the ignore value.  Only for datasets generated with instance
+        maps (``generate(..., instances=True)`` / ``--instances``).  A transform gets it as
+        ``masks=[instances]`` (int32: OpenCV warps no uint32), so albumentations moves it with
+        the mask; with ``verify`` it is checked against its mask on first read.
     """
 
     def __init__(
@@ -63,6 +72,7 @@ class SegmentationDataset(Dataset):
         *,
         allow_incomplete: bool = False,
         verify: bool = True,
+        instances: bool = False,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
@@ -70,6 +80,10 @@ class SegmentationDataset(Dataset):
         self.info: DatasetInfo
         self.info, _ = load_info(self.path)
         self.format = detect_format(self.path)
+        if instances and not self.info.instances:
+            raise DatagenError(f"dataset {self.path} has no instance maps; generate it with {arg('instances', True)} "
+                               "to read them")
+        self.instances = instances
         self.transform = transform
         self.return_tensors = return_tensors
         manifest = read_manifest(self.path, self.info)
@@ -89,19 +103,18 @@ class SegmentationDataset(Dataset):
         #: with other content keep their alternatives in ``_alt_hashes``.
         self._hashes = np.zeros((self.info.num_samples, 32), dtype=np.uint8)
         self._alt_hashes: dict[int, list[bytes]] = {}
-        self._file_sizes: dict[int, list[dict[str, int]]] = {}
-        for b, entries in manifest.entries.items():
+        self._file_records: dict[int, list[dict[str, FileRecord]]] = {}
+        for b in manifest.entries:
             r = self.info.block_range(b)
             lists = manifest.hashes(b)
             self._hashes[r.start:r.stop] = np.frombuffer(bytes.fromhex("".join(lists[0])), dtype=np.uint8).reshape(-1, 32)
             for alt in lists[1:]:
                 for i, hx in zip(r, alt):
                     self._alt_hashes.setdefault(i, []).append(bytes.fromhex(hx))
-            sizes = [{f: int(v[0]) for f, v in e.files.items()} for e in entries if e.files]
-            if sizes:
-                self._file_sizes[b] = sizes
+            self._file_records[b] = file_records(manifest, b)
         self._checked_blocks: set[int] = set()
         self._verified = np.zeros(self.info.num_samples, dtype=bool)
+        self._instances_verified = np.zeros(self.info.num_samples if instances else 0, dtype=bool)
 
     @property
     def classes(self) -> list[dict[str, Any]]:
@@ -135,12 +148,15 @@ class SegmentationDataset(Dataset):
             raise IndexError(f"index {idx} out of range for a dataset of {n} samples")
         index = int(self.sample_indices[idx])
         block = self.info.block_of(index)
-        if block not in self._checked_blocks:
-            self._check_block_files(block, index)
+        if block not in self._checked_blocks:  # once per block and process: files exist, recorded sizes (stat only)
+            problem = check_files(self._reader, self._file_records.get(block, []), block, checksum=False)
+            if problem:
+                raise self._damaged(block, index, f"is damaged: {problem}")
+            self._checked_blocks.add(block)
         try:
             image, mask = self._reader.read_sample(index)
         except Exception as exc:  # noqa: BLE001 - codec/IO errors name no file or sample: say which
-            raise self._damaged(block, index, f"cannot be read ({type(exc).__name__}: {short(exc)})") from exc
+            raise self._damaged(block, index, read_error(exc)) from exc
         if self.verify and not self._verified[index]:
             h, w = self.info.height, self.info.width
             if np.shape(image) != (h, w, 3) or np.shape(mask) != (h, w):
@@ -151,37 +167,48 @@ class SegmentationDataset(Dataset):
             self._verified[index] = True
         return image, mask
 
-    def _check_block_files(self, block: int, index: int) -> None:
-        """Once per block and process: its files exist and have a recorded size (cheap: stat only)."""
-        files = self._reader.block_files(block)
-        sizes: dict[str, int] = {}
-        for f in files:
-            try:
-                sizes[f] = (self.path / f).stat().st_size
-            except OSError:
-                raise self._damaged(block, index, f"is missing: file {f} does not exist") from None
-        recorded = self._file_sizes.get(block)
-        if recorded and not any(all(r.get(f) == sizes[f] for f in files) for r in recorded):
-            r = recorded[-1]
-            bad = ", ".join(f"{f} has {sizes[f]} bytes, recorded {r.get(f)}" for f in files if r.get(f) != sizes[f])
-            raise self._damaged(block, index, f"is damaged: {bad}")
-        self._checked_blocks.add(block)
-
     def _damaged(self, block: int, index: int, problem: str) -> DatagenError:
         return DatagenError(
             f"dataset {self.path}: sample {index} (block {block}) {problem}. "
-            f"Check it with `datagen validate {self.path}`; rerun the generate command with --resume "
+            f"Check it with `datagen validate {self.path}`; rerun the generate command with {arg('resume', True)} "
             "to rewrite damaged blocks."
         )
 
-    def __getitem__(self, idx: int) -> tuple[Any, Any]:
+    def read_instances(self, idx: int) -> np.ndarray:
+        """The stored instance map (H,W) uint32 at dataset position ``idx`` (``instances=True`` only)."""
+        _, mask = self.read_raw(idx)  # checks the block's files (and, with verify, the mask)
+        return self._instances(idx, mask)
+
+    def _instances(self, idx: int, mask: np.ndarray) -> np.ndarray:
+        if not self.instances:
+            raise DatagenError("instance maps are read with SegmentationDataset(..., instances=True)")
+        index = int(self.sample_indices[idx])
+        block = self.info.block_of(index)
+        try:
+            inst = self._reader.read_instances(index)
+        except Exception as exc:  # noqa: BLE001 - as in read_raw
+            raise self._damaged(block, index, f"instance map {read_error(exc)}") from exc
+        if self.verify and not self._instances_verified[index]:
+            if not np.array_equal(inst, instance_map(mask, self.info.ignore_index)):
+                raise self._damaged(block, index, "has an instance map that does not match its mask (corrupted data)")
+            self._instances_verified[index] = True
+        return inst
+
+    def __getitem__(self, idx: int) -> tuple[Any, ...]:
         image, mask = self.read_raw(idx)
+        inst = self._instances(idx, mask) if self.instances else None
         if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
+            extra = {"masks": [inst.astype(np.int32)]} if inst is not None else {}
+            out = self.transform(image=image, mask=mask, **extra)
             image, mask = out["image"], out["mask"]
+            if inst is not None:
+                inst = out["masks"][0]
+                if isinstance(inst, np.ndarray):
+                    inst = inst.astype(np.uint32)
         if not self.return_tensors:
-            return image, mask
-        return _image_tensor(image), _mask_tensor(mask)
+            return (image, mask) if inst is None else (image, mask, inst)
+        tensors = (_image_tensor(image), _mask_tensor(mask))
+        return tensors if inst is None else (*tensors, _mask_tensor(inst))
 
     def close(self) -> None:
         self._reader.close()

@@ -11,6 +11,7 @@ sweep them up.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,8 +59,6 @@ def atomic_path(path: str | os.PathLike, *, prefix: str = TMP_PREFIX, fsync: boo
             fsync_path(target.parent)
     finally:
         if tmp.is_dir() and not tmp.is_symlink():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
@@ -76,4 +75,44 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = False
     atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
-__all__ = ["TMP_PREFIX", "atomic_path", "atomic_write_bytes", "atomic_write_text", "fsync_path", "temp_name"]
+def write_exclusive(path: str | os.PathLike, data: bytes, *, prefix: str = TMP_PREFIX) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; True if this call created it.
+
+    The exclusive-create twin of :func:`atomic_write_bytes`, for files several processes may
+    race to create (an output's info.json and zarr metadata): the content is written and
+    fsynced under a temporary name, then hard-linked into place, so a reader never sees a
+    partial file and exactly one racer wins without overwriting the others.
+    """
+    target = Path(path)
+    tmp = temp_name(target, prefix=prefix)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # file systems without hard links: exclusive create + write
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+__all__ = [
+    "TMP_PREFIX",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_path",
+    "temp_name",
+    "write_exclusive",
+]

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from datagen.errors import DatagenError
-from datagen.writers import READERS, load_info, read_manifest, sample_sha256
-from datagen.writers.base import TMP_PREFIX
+from datagen.fsutil import TMP_PREFIX
+from datagen.writers import READERS, instance_map, load_info, read_manifest, sample_sha256
 
 #: Per category, at most this many individual problems are listed; the rest are counted.
 MAX_LISTED = 10
@@ -89,6 +89,16 @@ class _Limited:
             self.sink.append(f"... and {self.count - MAX_LISTED} more {self.what}")
 
 
+def _how_to_finish(info, missing: list[int]) -> str:  # noqa: ANN001
+    """Which shards still have blocks to write (when the run was split), and how to finish them."""
+    m = info.attrs.get("num_shards") if isinstance(info.attrs, dict) else None
+    if not isinstance(m, int) or m <= 1:
+        return "resume the run to finish it (the same generate command with --resume)"
+    left = sorted({b % m for b in missing})
+    return (f"shard(s) {', '.join(map(str, left))} of {m} have blocks left: run the same generate command with "
+            f"--shard-index K --num-shards {m} --resume for K = {', '.join(map(str, left))}")
+
+
 def validate_dataset(
     path: str | os.PathLike,
     *,
@@ -131,7 +141,7 @@ def validate_dataset(
         shown = ", ".join(map(str, missing[:MAX_LISTED])) + (", ..." if len(missing) > MAX_LISTED else "")
         report.errors.append(
             f"incomplete: {len(missing)} of {info.num_blocks} blocks not in the manifest ({shown}); "
-            "resume the run to finish it"
+            + _how_to_finish(info, missing)
         )
     for b in sorted(done):
         if len(manifest.hashes(b)) > 1:
@@ -168,6 +178,7 @@ def _check_blocks(report, reader, info, manifest, blocks, progress) -> None:  # 
         "corrupted": _Limited(report.errors, "corrupted samples"),
         "bad_ids": _Limited(report.errors, "samples with unknown mask ids"),
         "constant": _Limited(report.warnings, "constant images"),
+        "instances": _Limited(report.errors, "bad instance maps"),
     }
     for k, b in enumerate(blocks):
         _check_block(report, reader, info, manifest, b, known, pixels, limits)
@@ -201,6 +212,7 @@ def _check_block(report, reader, info, manifest, b, known, pixels, limits) -> No
         report.corrupted_samples += len(r)
         return
     recorded = manifest.hashes(b)
+    instances = _block_instances(reader, info, b, limits["instances"])
     for j, index in enumerate(r):
         report.samples_checked += 1
         digest = sample_sha256(images[j], masks[j])
@@ -216,7 +228,26 @@ def _check_block(report, reader, info, manifest, b, known, pixels, limits) -> No
                 f"sample {index}: mask has ids {unknown.tolist()} not in the class table {info.class_ids}"
                 + (f" or the ignore value {info.ignore_index}" if info.ignore_index is not None else "")
             )
+        if instances is not None and not np.array_equal(instances[j], instance_map(masks[j], info.ignore_index)):
+            limits["instances"].add(f"sample {index} (block {b}): instance map does not match its mask")
         img = images[j]
         if img.min() == img.max():
             report.constant_images += 1
             limits["constant"].add(f"sample {index}: image is constant (every value {int(img.min())})")
+
+
+def _block_instances(reader, info, b, limit) -> np.ndarray | None:  # noqa: ANN001
+    """The block's stored instance maps (None without them, or when unreadable: reported)."""
+    if not info.instances:
+        return None
+    try:
+        instances = reader.read_block_instances(b)
+    except Exception as exc:  # noqa: BLE001 - any read failure is a finding
+        limit.add(f"block {b}: cannot read instance maps: {exc}")
+        return None
+    r = info.block_range(b)
+    if instances.shape != (len(r), info.height, info.width) or instances.dtype != np.uint32:
+        limit.add(f"block {b}: instance maps are {instances.dtype} {instances.shape}, "
+                  f"expected uint32 {(len(r), info.height, info.width)}")
+        return None
+    return instances

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from datagen.data import SegmentationDataset
 from datagen.errors import DatagenError
-from datagen.writers import DatasetInfo, open_writer
+from datagen.writers import DatasetInfo, instance_map, open_writer
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ["zarr", "tiff"]
@@ -26,11 +26,14 @@ CLASSES = [
 ]
 
 
-def make_dataset(path: Path, fmt: str, n: int = 10, h: int = 16, w: int = 20, blocks=None):
-    info = DatasetInfo(num_samples=n, height=h, width=w, classes=CLASSES, block_size=4, attrs={"seed": 1})
+def make_dataset(path: Path, fmt: str, n: int = 10, h: int = 16, w: int = 20, blocks=None, instances: bool = False):
+    info = DatasetInfo(num_samples=n, height=h, width=w, classes=CLASSES, block_size=4, attrs={"seed": 1},
+                       ignore_index=255 if instances else None, instances=instances)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
     masks = rng.integers(0, 3, (n, h, w), dtype=np.uint8)
+    if instances:
+        masks[:, :4, :4] = 255  # ignore pixels: instance id 0
     with open_writer(fmt, path, info) as wr:
         for b in range(info.num_blocks) if blocks is None else blocks:
             r = info.block_range(b)
@@ -102,6 +105,63 @@ def test_incomplete_dataset(tmp_path, fmt):
     ds = SegmentationDataset(out, allow_incomplete=True)
     assert len(ds) == 6 and ds.sample_indices.tolist() == [0, 1, 2, 3, 8, 9]
     np.testing.assert_array_equal(ds[4][1].numpy(), masks[8])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_instances_third_item(tmp_path, fmt):
+    A = pytest.importorskip("albumentations")
+    out = tmp_path / "o"
+    _, masks = make_dataset(out, fmt, instances=True)
+    expected = np.stack([instance_map(m, 255) for m in masks])
+    img, mask, inst = SegmentationDataset(out, instances=True)[7]
+    assert inst.dtype == torch.int64 and inst.shape == (16, 20)
+    np.testing.assert_array_equal(inst.numpy(), expected[7])
+    np.testing.assert_array_equal(mask.numpy(), masks[7])
+    assert (inst.numpy() == 0).sum() == 16  # exactly the ignore pixels
+    _, _, raw = SegmentationDataset(out, instances=True, return_tensors=False)[2]
+    assert raw.dtype == np.uint32
+    np.testing.assert_array_equal(raw, expected[2])
+    # a spatial transform moves the instance map with the mask
+    flip = SegmentationDataset(out, instances=True, return_tensors=False,
+                               transform=A.Compose([A.HorizontalFlip(p=1.0)]))
+    _, fmask, finst = flip[2]
+    np.testing.assert_array_equal(finst, expected[2][:, ::-1])
+    assert finst.dtype == np.uint32
+    # rotations too (OpenCV warps no uint32: the map goes through the transform as int32)
+    rot = SegmentationDataset(out, instances=True, return_tensors=False,
+                              transform=A.Compose([A.Rotate(limit=(30, 30), p=1.0)]))
+    _, rmask, rinst = rot[2]
+    assert rinst.dtype == np.uint32 and set(np.unique(rinst)) <= set(np.unique(expected[2]))
+    assert all(len(np.unique(rmask[rinst == i])) == 1 for i in np.unique(rinst[rinst > 0]))
+    # through DataLoader workers
+    loader = DataLoader(SegmentationDataset(out, instances=True), batch_size=5, num_workers=2)
+    np.testing.assert_array_equal(torch.cat([b[2] for b in loader]).numpy(), expected)
+    # plain datasets have none; instances are only returned when asked for
+    assert len(SegmentationDataset(out)[0]) == 2
+    make_dataset(tmp_path / "plain", fmt)
+    with pytest.raises(DatagenError, match="has no instance maps.*instances=True"):
+        SegmentationDataset(tmp_path / "plain", instances=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_generate_instances_flag_end_to_end(tmp_path, fmt):
+    """``datagen generate --instances``: the pipeline's masks come back with their instance maps."""
+    from conftest import make_tiny_assets
+
+    from datagen.cli import main
+    from datagen.validate import validate_dataset
+
+    recipe = make_tiny_assets(tmp_path)
+    out = tmp_path / "out"
+    assert main(["generate", str(recipe), "--out", str(out), "--num", "6", "--block-size", "4", "--format", fmt,
+                 "--device", "cpu", "--instances", "--quiet"]) == 0
+    assert validate_dataset(out).ok
+    ds = SegmentationDataset(out, instances=True, return_tensors=False)
+    assert ds.info.instances
+    for i in range(len(ds)):
+        _, mask, inst = ds[i]
+        np.testing.assert_array_equal(inst, instance_map(mask, ds.ignore_index))
+        assert inst.max() >= 1
 
 
 def test_not_a_dataset(tmp_path):

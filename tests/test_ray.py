@@ -21,7 +21,7 @@ def assets(tmp_path_factory):
 
 
 def _read(out):
-    root = zarr.open_group(str(out), mode="r")
+    root = zarr.open_group(str(out / "data.zarr"), mode="r")
     return np.asarray(root["images"][:]), np.asarray(root["masks"][:])
 
 

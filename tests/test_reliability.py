@@ -23,6 +23,8 @@ from datagen.writers import open_writer, read_manifest
 from datagen.writers.lock import OutputLockedError, lock_holder
 
 FORMATS = ["zarr", "tiff"]
+#: Where the zarr group of an output is (beside info.json and manifest/).
+ZARR = "data.zarr/"
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,8 @@ def test_lock_released_when_holder_is_killed(tmp_path):
             open_writer("tiff", out, info, resume=True)
     finally:
         p.send_signal(signal.SIGKILL)
-        p.wait()
+        rc = p.wait()
+    assert rc == -signal.SIGKILL  # killed while it held the lock, not exited on its own
     with open_writer("tiff", out, info, resume=True) as w:  # the kernel dropped the dead process's lock
         assert w.pending_blocks() == [0, 1]
 
@@ -106,7 +109,7 @@ def test_two_cli_runs_into_one_output(assets, tmp_path):
     """A second `datagen generate` into an output being written fails at once with a clear message."""
     _, recipe = assets
     out = tmp_path / "o"
-    info_args = ["--num", "400", "--block-size", "8", "--quiet"]
+    info_args = ["--num", "8000", "--block-size", "8", "--quiet"]  # long enough to outlive the second runs
     first = subprocess.Popen([sys.executable, "-m", "datagen.cli", "generate", str(recipe), "--out", str(out), *info_args],
                              stderr=subprocess.PIPE, text=True)
     try:
@@ -119,10 +122,15 @@ def test_two_cli_runs_into_one_output(assets, tmp_path):
                                      *info_args, *extra], capture_output=True, text=True, timeout=300)
             assert second.returncode == 2, second.stderr
             assert "is being written by pid" in second.stderr and "Traceback" not in second.stderr
+        deadline = time.time() + 120
+        while not read_manifest(out).completed_blocks() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.02)  # kill -9 once the first run has recorded a block
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait()
-    # every block the killed run recorded is intact; resume finishes the job
+        rc = first.wait()
+    assert rc == -signal.SIGKILL, "the first run ended before it was killed"
+    assert 0 < len(read_manifest(out).completed_blocks()) < 1000  # the kill landed mid-run (8000 samples, 8 a block)
+    # every block the killed run recorded is intact
     report = validate_dataset(out, check_data=True)
     assert not [e for e in report.errors if "incomplete" not in e]
 
@@ -150,11 +158,11 @@ def test_resume_repairs_damaged_blocks(assets, tmp_path, fmt):
     _gen(recipe, out, fmt)
     good = _files(out)
     data = [f for f in good if "/c/" in f or f.startswith("shards/")]
-    flipped = sorted(f for f in data if "1" in f.split("/")[2 if fmt == "zarr" else 1])[0]  # a block-1 file
+    flipped = sorted(f for f in data if "1" in f.split("/")[3 if fmt == "zarr" else 1])[0]  # a block-1 file
     b = bytearray((out / flipped).read_bytes())
     b[len(b) // 2] ^= 0x01
     (out / flipped).write_bytes(bytes(b))
-    deleted = "masks/c/2/0/0" if fmt == "zarr" else "shards/block-000002.tif"
+    deleted = ZARR + "masks/c/2/0/0" if fmt == "zarr" else "shards/block-000002.tif"
     (out / deleted).unlink()
     assert not validate_dataset(out).ok
 
@@ -197,16 +205,16 @@ def test_reader_raises_on_deleted_or_corrupted_data(tmp_path, fmt):
     img, _ = ds[5]
     np.testing.assert_array_equal(img, sample_data(info, 1)[0][1])
 
-    deleted = "masks/c/2/0/0" if fmt == "zarr" else "shards/block-000002.tif"
+    deleted = ZARR + "masks/c/2/0/0" if fmt == "zarr" else "shards/block-000002.tif"
     (out / deleted).unlink()
     ds = SegmentationDataset(out, return_tensors=False)
     with pytest.raises(DatagenError) as e:
         ds[9]
     msg = str(e.value)
-    assert f"dataset {out}" in msg and "sample 9 (block 2)" in msg and deleted in msg and "--resume" in msg
+    assert f"dataset {out}" in msg and "sample 9 (block 2)" in msg and deleted in msg and "resume=True" in msg
 
     # flip one byte inside block 1's data without changing its size
-    f = out / ("images/c/1/0/0/0" if fmt == "zarr" else "shards/block-000001.tif")
+    f = out / (ZARR + "images/c/1/0/0/0" if fmt == "zarr" else "shards/block-000001.tif")
     b = bytearray(f.read_bytes())
     b[len(b) // 3] ^= 0x10
     f.write_bytes(bytes(b))
@@ -233,8 +241,9 @@ def test_temporary_files_cleaned_on_resume_and_success(tmp_path, fmt):
     (out / ".datagen-tmp-w0-store-dead" / "junk").write_bytes(b"x")
     (out / ".datagen-tmp-info.json.123").write_bytes(b"x")
     if fmt == "zarr":
-        (out / "images" / "c" / "1" / "0" / "0").mkdir(parents=True)
-        (out / "images" / "c" / "1" / "0" / "0" / "0.abc.partial").write_bytes(b"x")
+        (out / ZARR / "images" / "c" / "1" / "0" / "0").mkdir(parents=True)
+        (out / ZARR / "images" / "c" / "1" / "0" / "0" / "0.abc.partial").write_bytes(b"x")
+        (out / ZARR / ".datagen-tmp-w0-zarr.json.abc").write_bytes(b"x")  # an interrupted metadata write
     else:
         (out / "shards" / ".datagen-tmp-block-000001.tif.abc").write_bytes(b"x")
     assert validate_dataset(out, check_data=False).warnings

@@ -6,11 +6,13 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+import tiffslide
 import zarr
 
 from datagen.errors import ConfigError, DatagenError
@@ -19,6 +21,8 @@ from datagen.writers import (
     WRITERS,
     DatasetInfo,
     blocks_for_worker,
+    blocks_left,
+    instance_map,
     open_reader,
     open_writer,
     read_manifest,
@@ -33,7 +37,8 @@ CLASSES = [
 ]
 
 
-def make_info(n: int = 10, h: int = 20, w: int = 24, block_size: int = 4, **attrs) -> DatasetInfo:
+def make_info(n: int = 10, h: int = 20, w: int = 24, block_size: int = 4, instances: bool = False,
+              **attrs) -> DatasetInfo:
     return DatasetInfo(
         num_samples=n,
         height=h,
@@ -41,6 +46,7 @@ def make_info(n: int = 10, h: int = 20, w: int = 24, block_size: int = 4, **attr
         classes=CLASSES,
         block_size=block_size,
         attrs={"seed": 7, "recipe": "layers: [x]", "model": "toy", "layer": 3, **attrs},
+        instances=instances,
     )
 
 
@@ -115,6 +121,14 @@ def test_blocks_for_worker_partition():
         blocks_for_worker(info, 3, 3)
 
 
+def test_blocks_left_is_the_one_answer():
+    info = make_info(n=37, block_size=4)  # 10 blocks
+    assert blocks_left(info, {0, 1, 5}) == [2, 3, 4, 6, 7, 8, 9]
+    assert blocks_left(info, {0, 1, 5}, redo={1}) == [1, 2, 3, 4, 6, 7, 8, 9]
+    assert blocks_left(info, {1, 4}, shard_index=1, num_shards=3, redo=[4]) == [4, 7]
+    assert read_manifest("/nonexistent", info).missing_blocks(info) == list(range(10))
+
+
 # ---- round trip through each format, read back with the format's own library ----------------
 
 
@@ -123,7 +137,7 @@ def test_zarr_roundtrip_sharded(tmp_path):
     out = tmp_path / "out"
     write_all("zarr", out, info)
     images, masks = all_data(info)
-    root = zarr.open_group(str(out), mode="r")
+    root = zarr.open_group(str(out / "data.zarr"), mode="r")
     zi, zm = root["images"], root["masks"]
     assert zi.shape == (10, 20, 24, 3) and zi.dtype == np.uint8
     assert zm.shape == (10, 20, 24) and zm.dtype == np.uint8
@@ -132,13 +146,13 @@ def test_zarr_roundtrip_sharded(tmp_path):
     np.testing.assert_array_equal(zi[:], images)
     np.testing.assert_array_equal(zm[:], masks)
     # compressed with zstd inside the shards
-    codecs = json.loads((out / "images" / "zarr.json").read_text())["codecs"]
+    codecs = json.loads((out / "data.zarr" / "images" / "zarr.json").read_text())["codecs"]
     assert codecs[0]["name"] == "sharding_indexed"
     assert [c["name"] for c in codecs[0]["configuration"]["codecs"]] == ["bytes", "zstd"]
     # sharding really on: exactly one shard file per block and array
     shard_files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "/c/" in str(p))
     assert shard_files == sorted(
-        [f"images/c/{b}/0/0/0" for b in range(3)] + [f"masks/c/{b}/0/0" for b in range(3)]
+        [f"data.zarr/images/c/{b}/0/0/0" for b in range(3)] + [f"data.zarr/masks/c/{b}/0/0" for b in range(3)]
     )
     attrs = dict(root.attrs)
     assert attrs["classes"] == info.to_dict()["classes"]
@@ -152,12 +166,11 @@ def test_zarr_all_background_mask_still_one_shard(tmp_path):
     with open_writer("zarr", tmp_path / "o", info) as w:
         images, masks = sample_data(info, 0)
         w.write_block(0, images, np.zeros_like(masks))
-    assert (tmp_path / "o" / "masks" / "c" / "0" / "0" / "0").is_file()
+    assert (tmp_path / "o" / "data.zarr" / "masks" / "c" / "0" / "0" / "0").is_file()
     assert validate_dataset(tmp_path / "o").ok
 
 
 def test_tiff_roundtrip_tifffile_and_tiffslide(tmp_path):
-    tiffslide = pytest.importorskip("tiffslide")
     info = make_info(n=10, h=300, w=260, block_size=4)  # > one 256 tile each way
     out = tmp_path / "out"
     write_all("tiff", out, info)
@@ -472,5 +485,174 @@ def test_validate_warns_constant_image(tmp_path):
     assert any("sample 2: image is constant" in m for m in report.warnings)
 
 
-def test_registry():
-    assert set(WRITERS) == {"zarr", "tiff"}
+@pytest.mark.parametrize("fmt", sorted(WRITERS))
+def test_every_registered_writer_round_trips_through_the_dataset(tmp_path, fmt):
+    """Whatever formats are registered, each one's output reads back sample for sample."""
+    from datagen.data import SegmentationDataset
+
+    info = make_info(n=6, h=20, w=24, block_size=4)  # a short last block
+    write_all(fmt, tmp_path / "o", info)
+    images, masks = all_data(info)
+    ds = SegmentationDataset(tmp_path / "o", return_tensors=False)
+    assert ds.format == fmt and len(ds) == 6
+    for i in range(6):
+        image, mask = ds[i]
+        assert image.dtype == np.uint8 and mask.dtype == np.uint8
+        np.testing.assert_array_equal(image, images[i])
+        np.testing.assert_array_equal(mask, masks[i])
+
+
+# ---- zarr hygiene: the group holds only zarr nodes; layout-1 outputs still work ----------------------
+
+
+@pytest.mark.parametrize("instances", [False, True])
+def test_plain_zarr_lists_the_group_without_warnings(tmp_path, instances):
+    """info.json, manifest/, locks and temporary files live beside data.zarr/, not in it: zarr-python
+    (which skips only zarr.json when listing a group) finds nothing it does not recognise."""
+    info = make_info(n=10, block_size=4, instances=instances)
+    out = tmp_path / "o"
+    with open_writer("zarr", out, info) as w:
+        for b in w.pending_blocks():
+            w.write_block(b, *sample_data(info, b))
+        with warnings.catch_warnings():  # while a writer is at work, too
+            warnings.simplefilter("error")
+            assert len(list(zarr.open_group(str(out / "data.zarr"), mode="r").members(max_depth=None))) >= 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        root = zarr.open_group(str(out / "data.zarr"), mode="r")
+        names = sorted(name for name, _ in root.members(max_depth=None))
+        assert names == sorted(["images", "masks"] + (["instances"] if instances else []))
+        assert sorted(root.array_keys()) == sorted(names) and not list(root.group_keys())
+        assert root.attrs["instances"] is instances
+    assert sorted(p.name for p in out.iterdir()) == [".datagen-locks", "data.zarr", "info.json", "manifest"]
+
+
+def _to_layout_1(out: Path) -> None:
+    """Rewrite a zarr output as version 1 wrote it: the group in the output folder itself."""
+    for p in (out / "data.zarr").iterdir():
+        p.rename(out / p.name)
+    (out / "data.zarr").rmdir()
+    doc = json.loads((out / "info.json").read_text())
+    (out / "info.json").write_text(json.dumps({**doc, "datagen_dataset": 1}))
+    for part in (out / "manifest").glob("*.jsonl"):
+        part.write_text(part.read_text().replace('"data.zarr/', '"'))
+
+
+def test_layout_1_zarr_output_reads_validates_and_resumes(tmp_path):
+    from datagen.data import SegmentationDataset
+
+    info = make_info(n=10, block_size=4)
+    out = tmp_path / "o"
+    write_all("zarr", out, info, blocks=[0, 2])
+    _to_layout_1(out)
+    report = validate_dataset(out)
+    assert report.completed_blocks == 2 and report.samples_checked == 6 and not report.warnings, report.format()
+    ds = SegmentationDataset(out, allow_incomplete=True, return_tensors=False)
+    np.testing.assert_array_equal(ds[5][1], sample_data(info, 2)[1][1])
+    with open_writer("zarr", out, info, resume=True) as w:
+        assert w.verify_blocks([0, 2]) == {} and w.pending_blocks() == [1]
+        w.write_block(1, *sample_data(info, 1))
+    assert validate_dataset(out).ok
+    assert not (out / "data.zarr").exists() and (out / "masks" / "c" / "1" / "0" / "0").is_file()
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(str(out), mode="r")["masks"][:]), all_data(info)[1])
+
+
+# ---- instance maps ------------------------------------------------------------------------------------
+
+
+def _is_instance_map_of(inst: np.ndarray, mask: np.ndarray, ignore: int | None) -> None:
+    """Every id is one 4-connected region of one class, regions of one class that touch share an id,
+    and 0 is exactly the ignore pixels."""
+    from scipy import ndimage
+
+    assert inst.dtype == np.uint32 and inst.shape == mask.shape
+    np.testing.assert_array_equal(inst == 0, mask == ignore if ignore is not None else np.zeros_like(mask, bool))
+    ids = np.unique(inst[inst > 0])
+    assert ids.tolist() == list(range(1, len(ids) + 1))  # dense 1..K
+    for i in ids:
+        region = inst == i
+        assert len(np.unique(mask[region])) == 1
+        assert ndimage.label(region)[1] == 1
+    same_class = mask[:, 1:] == mask[:, :-1]
+    assert np.all((inst[:, 1:] == inst[:, :-1])[same_class])
+    same_class = mask[1:] == mask[:-1]
+    assert np.all((inst[1:] == inst[:-1])[same_class])
+
+
+def test_instance_map_is_connected_regions_per_class():
+    mask = np.array(
+        [
+            [1, 1, 0, 1],
+            [0, 1, 0, 1],
+            [5, 0, 9, 9],
+            [5, 1, 0, 9],
+        ],
+        dtype=np.uint8,
+    )
+    inst = instance_map(mask, ignore_index=9)
+    # class 0: four regions (corners do not connect), class 1: three, class 5: one; ids by class, then raster order
+    np.testing.assert_array_equal(
+        inst,
+        [
+            [5, 5, 1, 6],
+            [2, 5, 1, 6],
+            [8, 3, 0, 0],
+            [8, 7, 4, 0],
+        ],
+    )
+    _is_instance_map_of(inst, mask, 9)
+    rng = np.random.default_rng(3)
+    big = rng.choice(np.array([0, 1, 5, 255], np.uint8), size=(40, 50))
+    _is_instance_map_of(instance_map(big, 255), big, 255)
+    np.testing.assert_array_equal(instance_map(big, 255), instance_map(big.copy(), 255))  # deterministic
+    _is_instance_map_of(instance_map(big), big, None)  # no ignore value: every pixel has an id
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_instances_round_trip(tmp_path, fmt):
+    from datagen.data import SegmentationDataset
+
+    info = make_info(n=10, block_size=4, instances=True)
+    info.ignore_index = 255
+    info = DatasetInfo.from_dict(info.to_dict())
+    out = tmp_path / "o"
+    with open_writer(fmt, out, info) as w:
+        for b in w.pending_blocks():
+            images, masks = sample_data(info, b)
+            masks[:, :3, :5] = 255  # some ignore pixels
+            w.write_block(b, images, masks)
+    doc = json.loads((out / "info.json").read_text())
+    assert doc["info"]["instances"] is True and doc["datagen_dataset"] == 2
+    assert validate_dataset(out).ok
+    reader = open_reader(out)
+    masks = np.concatenate([reader.read_block(b)[1] for b in range(info.num_blocks)])
+    stored = np.concatenate([reader.read_block_instances(b) for b in range(info.num_blocks)])
+    for j in range(10):
+        _is_instance_map_of(stored[j], masks[j], 255)
+        np.testing.assert_array_equal(reader.read_instances(j), stored[j])
+    reader.close()
+    if fmt == "zarr":
+        arr = zarr.open_group(str(out / "data.zarr"), mode="r")["instances"]
+        assert arr.dtype == np.uint32 and arr.shards == (4, 20, 24)
+        np.testing.assert_array_equal(arr[:], stored)
+    else:
+        assert tifffile.imread(out / "shards" / "block-000001-instances.tif", key=slice(None)).dtype == np.uint32
+        np.testing.assert_array_equal(
+            tifffile.imread(out / "shards" / "block-000001-instances.tif", key=slice(None)), stored[4:8])
+    ds = SegmentationDataset(out, instances=True, return_tensors=False)
+    image, mask, inst = ds[6]
+    np.testing.assert_array_equal(mask, masks[6])
+    np.testing.assert_array_equal(inst, stored[6])
+    # an instance file damaged behind the manifest's back: validate and the dataset both notice
+    rel = next(f for f in reader.block_files(2) if "instances" in f)
+    with open_writer(fmt, out, info, resume=True) as w:
+        files = w._write_data(2, *sample_data(info, 2), instances=np.zeros((2, 20, 24), np.uint32))
+    assert rel in files
+    assert any("instance map does not match its mask" in e for e in validate_dataset(out).errors)
+
+
+def test_instances_are_part_of_the_fingerprint(tmp_path):
+    out = tmp_path / "o"
+    write_all("zarr", out, make_info(), blocks=[0])
+    with pytest.raises(ConfigError, match="instances: existing null, new true"):
+        open_writer("zarr", out, make_info(instances=True), resume=True)

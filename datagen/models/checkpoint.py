@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..errors import DatagenError
+from ..fsutil import atomic_path, atomic_write_text
 from .generator import DigipathGenerator
 from .unet import DigipathUNet, UNetConfig
 
@@ -28,20 +30,14 @@ CONDITIONING_NAME = "conditioning.safetensors"
 ARCHITECTURES = {"digipath-unet": (DigipathUNet, UNetConfig)}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DatagenError, ValueError):
     """A checkpoint directory that is missing files or does not match its config."""
 
 
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _atomic_save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    """safetensors file of ``tensors`` (on the CPU), replaced atomically: a killed save keeps the old one."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
 
 
 def save_generator(
@@ -65,11 +61,11 @@ def save_generator(
     _atomic_save_file(state, d / WEIGHTS_NAME)
     if conditioning is not None:
         _atomic_save_file({"vectors": conditioning.float()}, d / CONDITIONING_NAME)
-    _atomic_write_json(d / CONFIG_NAME, {
+    atomic_write_text(d / CONFIG_NAME, json.dumps({
         "architecture": "digipath-unet",
         "config": model.config.to_dict(),
         "meta": meta or {},
-    })
+    }, indent=2) + "\n")
     return d
 
 
@@ -109,4 +105,6 @@ def load_unet(directory: str | os.PathLike, map_location: str | torch.device = "
 
 def load_checkpoint(directory: str | os.PathLike, name: str | None = None) -> DigipathGenerator:
     model, cond, meta = load_unet(directory)
-    return DigipathGenerator(model, cond, name=name or meta.get("name") or Path(directory).name)
+    crop = meta.get("crop")  # the training crop: the size the model knows best
+    return DigipathGenerator(model, cond, name=name or meta.get("name") or Path(directory).name,
+                             train_size=crop if isinstance(crop, int) and crop > 0 else None)

@@ -25,8 +25,9 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..errors import DatagenError
+from ..errors import DatagenError, UsageError, arg
 from ..features import EfficientNetLite0, FeatureExtractor, resize_for_features
+from ..fsutil import atomic_path, atomic_write_text
 from ..models.checkpoint import save_generator
 from ..models.discriminator import Discriminator
 from ..models.registry import resolve_device
@@ -122,15 +123,14 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
         r, k = divmod(i, nrow)
         grid[:, 2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + k * (w + 2): 2 + k * (w + 2) + w] = x[i]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` replacing ``path`` atomically: a run killed mid-save keeps its previous state."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -144,9 +144,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError):
             continue  # a line cut short by the kill
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(l + "\n" for l in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(l + "\n" for l in keep))
 
 
 def _sigterm_as_interrupt() -> Any:
@@ -207,11 +205,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     out = Path(out)
     state_path = out / STATE_NAME
     if state_path.exists() and not resume:
-        raise DatagenError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        raise UsageError(f"{out} already holds a training run; pass {arg('resume', True)} to continue it or choose "
+                         f"another {arg('out')} directory")
     if resume and not state_path.exists():
         raise DatagenError(f"{out}: nothing to resume (no {STATE_NAME})")
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_NAME).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(out / CONFIG_NAME, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -260,6 +259,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         else:  # a compact snapshot (see compact_state): Adam's moments re-warm in a few steps
             print(f"{state_path}: no optimiser state; continuing with fresh Adam moments")
         step, nimg, wall = st["step"], st["nimg"], st.get("wall_s", 0.0)
+        if step >= cfg.steps:  # else the bar would sit at 100 % and nothing would train
+            raise UsageError(f"the run in {out} is already at step {step}; steps counts from the start of the run, "
+                             f"so give more than {step} to continue it", param="steps")
         sampler.set_state(st["sampler"])
         _truncate_log(out / "log.jsonl", step)
         aug_gen.set_state(st["aug_gen"]); noise_gen.set_state(st["noise_gen"])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import load_yaml, parse_model
-from ..errors import ConfigError, DatagenError
+from ..errors import ConfigError, DatagenError, UsageError
+from ..fsutil import atomic_path, atomic_write_text
 
 VECTORS_FILE = "vectors.safetensors"
 SIDECAR_FILE = "library.yaml"
@@ -237,7 +237,7 @@ class VectorLibrary:
         try:
             name = _check_label(name)
         except ValueError as e:
-            raise DatagenError(str(e)) from None
+            raise UsageError(str(e), param="name") from None
         for row in self.rows(list(ids)):
             self.records[row].label = name
 
@@ -288,13 +288,9 @@ class VectorLibrary:
             "vectors": self.vectors.contiguous(),
             "ids": torch.tensor(self.ids, dtype=torch.int64),
         }
-        tmp = _temp_path(d, VECTORS_FILE)
-        try:
+        with atomic_path(d / VECTORS_FILE) as tmp:
             save_file(tensors, str(tmp), metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
-            os.replace(tmp, d / VECTORS_FILE)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _atomic_write_text(d / SIDECAR_FILE, _dump_sidecar(self.sidecar()))
+        atomic_write_text(d / SIDECAR_FILE, _dump_sidecar(self.sidecar()))
         return d
 
     @classmethod
@@ -404,21 +400,6 @@ _SIDECAR_HEADER = (
 
 def _dump_sidecar(data: dict[str, Any]) -> str:
     return _SIDECAR_HEADER + yaml.dump(data, Dumper=_SidecarDumper, sort_keys=False, width=200, allow_unicode=True)
-
-
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = _temp_path(path.parent, path.name)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 __all__ = ["VectorLibrary", "VectorRecord", "VECTORS_FILE", "SIDECAR_FILE"]

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from ..errors import DatagenError
 from ..features import TILEABILITY_LAYER, EfficientNetLite0, FeatureExtractor, resize_for_features
+from ..fsutil import atomic_write_text
 from ..models.generator import Generator
 from .extract import resolve_layer_name
 from .visualize import resolve_seeds, visualize
@@ -580,9 +581,7 @@ def save_result(library_dir: str | os.PathLike, section: str, report: Separabili
     if not isinstance(data, dict) or data.get("format") != "datagen-separability":
         data = {"format": "datagen-separability", "version": 1, "sections": {}}
     data.setdefault("sections", {})[section] = report.to_dict()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return path
 
 

@@ -9,6 +9,10 @@ Typical use (one worker of ``num_shards``)::
             images, masks = generate(r)          # (B,H,W,3) uint8, (B,H,W) uint8
             w.write_block(block, images, masks)
 
+Modules: ``info`` (DatasetInfo, info.json), ``manifest`` (which blocks are done, what is
+left), ``base`` (the writer/reader interface), one module per format (``zarr``, ``tiff``),
+``lock``, ``verify`` and ``instances`` (instance maps derived from masks).
+
 See docs/formats.md for the on-disk layouts and the resume semantics.
 """
 
@@ -18,18 +22,12 @@ import os
 from pathlib import Path
 
 from datagen.errors import ConfigError, DatagenError
-from datagen.writers.base import (
-    INFO_FILE,
-    VOLATILE_ATTRS,
-    DatasetInfo,
-    DatasetReader,
-    DatasetWriter,
-    blocks_for_worker,
-    load_info,
-)
-from datagen.writers.manifest import Manifest, ManifestEntry, read_manifest, sample_sha256
+from datagen.writers.base import DatasetReader, DatasetWriter
+from datagen.writers.info import INFO_FILE, VOLATILE_ATTRS, DatasetInfo, blocks_for_worker, load_info
+from datagen.writers.instances import instance_map
+from datagen.writers.manifest import Manifest, ManifestEntry, blocks_left, read_manifest, sample_sha256
 from datagen.writers.tiff import SHARDS_DIR, TiffReader, TiffWriter
-from datagen.writers.zarr import ZarrReader, ZarrWriter
+from datagen.writers.zarr import STORE_DIR, ZarrReader, ZarrWriter
 
 WRITERS: dict[str, type[DatasetWriter]] = {"zarr": ZarrWriter, "tiff": TiffWriter}
 READERS: dict[str, type[DatasetReader]] = {"zarr": ZarrReader, "tiff": TiffReader}
@@ -58,7 +56,7 @@ def detect_format(path: str | os.PathLike) -> str:
     fmt = doc.get("format")
     if fmt is None:  # older/hand-made info.json: look at the folder
         root = Path(path)
-        if (root / "zarr.json").is_file():
+        if (root / STORE_DIR / "zarr.json").is_file() or (root / "zarr.json").is_file():
             fmt = "zarr"
         elif (root / SHARDS_DIR).is_dir():
             fmt = "tiff"
@@ -88,7 +86,9 @@ __all__ = [
     "ZarrReader",
     "ZarrWriter",
     "blocks_for_worker",
+    "blocks_left",
     "detect_format",
+    "instance_map",
     "load_info",
     "open_reader",
     "open_writer",

@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import DatagenError
+from datagen.errors import DatagenError, arg
 
 try:
     import fcntl
@@ -143,7 +143,7 @@ class OutputLock:
         what = "this output" if self.num_shards == 1 else f"shard {self.shard_index} of this output"
         return (f"{self.path}: {what} is being written by {_holder_text(holder)}. "
                 "Only one run may write an output (or one shard of it) at a time: wait for that run to finish, "
-                "stop it, or choose another --out. The lock goes away by itself when that process exits.")
+                f"stop it, or choose another {arg('out')}. The lock goes away by itself when that process exits.")
 
     def _check_other_shards(self) -> None:
         """Refuse when a live writer of this output splits it into another number of shards."""
@@ -165,7 +165,7 @@ class OutputLock:
                         raise OutputLockedError(
                             f"{self.path}: it is being written by {_holder_text(doc)}, which splits the output into "
                             f"{(doc or {}).get('num_shards', '?')} shard(s); this run uses {self.num_shards}, so their "
-                            "blocks would overlap. Wait for that run to finish or use the same --num-shards."
+                            f"blocks would overlap. Wait for that run to finish or use the same {arg('num_shards')}."
                         ) from None
                 else:
                     fcntl.flock(fd, fcntl.LOCK_UN)

@@ -11,7 +11,7 @@ of the C-contiguous uint8 arrays (H,W,3) and (H,W).  ``files`` (written since th
 lock/verify release; absent in older manifests) records the size and sha256 of each
 stored data file of the block, relative to the output folder::
 
-    "files": {"images/c/3/0/0/0": [81234, "<64 hex>"], "masks/c/3/0/0": [2345, "<64 hex>"]}
+    "files": {"data.zarr/images/c/3/0/0/0": [81234, "<64 hex>"], "data.zarr/masks/c/3/0/0": [2345, "<64 hex>"]}
 
 A block that failed verification on resume is rewritten and recorded again: a block
 may have several lines; it is intact when its files match any of them.
@@ -29,14 +29,15 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from datagen.writers.base import DatasetInfo
+from datagen.fsutil import fsync_path
+from datagen.writers.info import DatasetInfo
 
 MANIFEST_DIR = "manifest"
 
@@ -129,12 +130,23 @@ class Manifest:
         return len(self.missing_blocks(info)) == 0
 
     def missing_blocks(self, info: DatasetInfo) -> list[int]:
-        return [b for b in range(info.num_blocks) if b not in self.entries]
+        return blocks_left(info, self.entries)
 
     def completed_samples(self, info: DatasetInfo) -> np.ndarray:
         """Sorted int64 array of the sample indices in completed blocks."""
         parts = [np.arange(r.start, r.stop, dtype=np.int64) for r in (info.block_range(b) for b in sorted(self.entries))]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def blocks_left(info: DatasetInfo, completed: Iterable[int], *, shard_index: int = 0, num_shards: int = 1,
+                redo: Iterable[int] = ()) -> list[int]:
+    """The blocks still to write, in order: worker ``shard_index`` of ``num_shards``'s blocks that are
+    not ``completed`` (recorded in a manifest), plus the recorded ones in ``redo`` (failed verification).
+
+    The one answer to "what is left" for writers, ``generate``, the Ray engine and validation.
+    """
+    done = set(completed) - set(redo)
+    return [b for b in info.shard_blocks(shard_index, num_shards) if b not in done]
 
 
 def read_manifest(path: str | os.PathLike, info: DatasetInfo | None = None) -> Manifest:
@@ -199,8 +211,6 @@ class ManifestWriter:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.file, "xb")  # noqa: SIM115 - kept open for appends
             if self.fsync:
-                from datagen.writers.base import fsync_path
-
                 fsync_path(self.dir)
         self._fh.write(entry.to_json().encode() + b"\n")
         self._fh.flush()

@@ -10,34 +10,44 @@ Two levels:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from datagen.writers.manifest import Manifest, file_digest, sample_sha256
+from datagen.config import excerpt
+from datagen.writers.manifest import FileRecord, Manifest, file_digest, sample_sha256
 
 if TYPE_CHECKING:
     from datagen.writers.base import DatasetReader
 
 #: Longest exception text quoted in a problem description.
-_MAX_QUOTE = 160
+MAX_QUOTE = 160
 
 
-def short(text: object, limit: int = _MAX_QUOTE) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
+def read_error(exc: BaseException) -> str:
+    """What a failed read of stored data says: exception type and a bounded excerpt of its text."""
+    return f"cannot be read ({type(exc).__name__}: {excerpt(str(exc), MAX_QUOTE)})"
 
 
-def check_files(reader: DatasetReader, manifest: Manifest, block: int, *, checksum: bool = True) -> str | None:
-    """None when the block's files exist and match a manifest record (size; and sha256 if ``checksum``)."""
+def file_records(manifest: Manifest, block: int) -> list[dict[str, FileRecord]]:
+    """The file records (size, sha256 per file) ``block`` was recorded with, one per manifest line that has them."""
+    return [e.files for e in manifest.entries.get(block, []) if e.files]
+
+
+def check_files(reader: DatasetReader, records: Sequence[dict[str, FileRecord]], block: int, *,
+                checksum: bool = True) -> str | None:
+    """None when the block's files exist and match one of its ``records`` (size; and sha256 if ``checksum``).
+
+    Blocks recorded without file records (older versions) pass when their files exist."""
     files = reader.block_files(block)
-    missing = [f for f in files if not (reader.path / f).is_file()]
-    if missing:
+    try:
+        sizes = {f: (reader.path / f).stat().st_size for f in files}
+    except OSError:
+        missing = [f for f in files if not (reader.path / f).is_file()] or files
         return f"file {', '.join(missing)} is missing"
-    records = [e.files for e in manifest.entries.get(block, []) if e.files]
     if not records:
         return None
-    sizes = {f: (reader.path / f).stat().st_size for f in files}
     candidates = [r for r in records if all(f in r and r[f][0] == sizes[f] for f in files)]
     if not candidates:
         r = records[-1]
@@ -55,17 +65,17 @@ def check_files(reader: DatasetReader, manifest: Manifest, block: int, *, checks
 
 def check_block(reader: DatasetReader, manifest: Manifest, block: int, *, full: bool = False) -> str | None:
     """None when ``block`` is intact, else a short description of what is wrong."""
-    problem = check_files(reader, manifest, block)
+    records = file_records(manifest, block)
+    problem = check_files(reader, records, block)
     if problem:
         return problem
-    has_records = any(e.files for e in manifest.entries.get(block, []))
-    if not full and has_records:
+    if not full and records:
         return None
     r = reader.info.block_range(block)
     try:
         images, masks = reader.read_block(block)
     except Exception as exc:  # noqa: BLE001 - any decoding failure means the block is damaged
-        return f"cannot be read ({type(exc).__name__}: {short(exc)})"
+        return read_error(exc)
     h, w = reader.info.height, reader.info.width
     if images.shape != (len(r), h, w, 3) or images.dtype != np.uint8 or masks.shape != (len(r), h, w) \
             or masks.dtype != np.uint8:
