@@ -318,18 +318,20 @@ def test_models_bad_path(tmp_path, capsys):
     assert str(tmp_path / "nope") in err and "checkpoint" in err, err
 
 
-@pytest.mark.parametrize("command, argv, hint", [
-    ("cmd_generate", ["generate", "r.yaml", "--out", "o", "--num", "1"], "completed blocks are kept"),
-    ("cmd_train", ["train", "--out", "run"], "a checkpoint was saved"),
-    ("cmd_validate", ["validate", "o"], None),
+@pytest.mark.parametrize("module, command, argv, hint", [
+    ("generate", "cmd_generate", ["generate", "r.yaml", "--out", "o", "--num", "1"], "completed blocks are kept"),
+    ("train", "cmd_train", ["train", "--out", "run"], "a checkpoint was saved"),
+    ("generate", "cmd_validate", ["validate", "o"], None),
 ])
-def test_ctrl_c_says_what_was_kept(monkeypatch, capsys, command, argv, hint):
+def test_ctrl_c_says_what_was_kept(monkeypatch, capsys, module, command, argv, hint):
+    import importlib
+
     import datagen.cli.app as cli
 
     def interrupted(a):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, command, interrupted)
+    monkeypatch.setattr(importlib.import_module(f"datagen.cli.{module}"), command, interrupted)
     assert cli.main(argv) == cli.EXIT_INTERRUPTED
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err

@@ -126,7 +126,7 @@ def test_stylegan2_pickle_loader(tmp_path):
     G = ToyStyleGAN2(img_resolution=16)
     with open(tmp_path / "net.pkl", "wb") as f:
         pickle.dump({"G_ema": G}, f)
-    with pytest.raises(CheckpointError, match="--trust-pickles"):  # unpickling runs code: opt-in only
+    with pytest.raises(CheckpointError, match="trust_pickles=True"):  # unpickling runs code: opt-in only
         load_generator(f"stylegan2:{tmp_path / 'net.pkl'}")
     gen = load_generator(f"stylegan2:{tmp_path / 'net.pkl'}", trust_pickles=True)
     assert isinstance(gen, StyleGAN2Generator) and gen.fixed_size == (16, 16)

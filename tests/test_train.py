@@ -60,7 +60,7 @@ def test_train_then_resume_continues(tmp_path, tissue_png):
     last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert last["paint"] > 0 and last["std"] > 0  # the paintability monitor is logged
 
-    with pytest.raises(DatagenError, match="--resume"):
+    with pytest.raises(DatagenError, match="resume=True"):
         train(_cfg(tissue_png, steps=30), out, progress=False)
 
     train(_cfg(tissue_png, steps=30), out, resume=True, progress=False)

@@ -1,184 +1,61 @@
-"""The ``datagen`` command: thin argument parsing over the library.
+"""The ``datagen`` command: the top parser, argument helpers shared by the commands, and error handling.
 
-Errors caused by user input print one line (file, field, expectation) and exit
-with status 2; ``--debug`` shows the full traceback instead.
+One module per command group (generate.py: generate/preview/validate, train.py, models.py,
+qc.py, vectors.py, canvas.py, export.py) adds its subcommands; none of them imports torch
+or another heavy module to build the parser, so ``datagen --help`` answers at once.
+
+Errors caused by user input (:class:`~datagen.errors.DatagenError`) print one line and
+exit with status 2, naming the option at fault by its flag (``--num``) where the library
+names the parameter (``num``); ``--debug`` shows their traceback. Any other exception is
+a bug: its traceback is shown and the status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..errors import DatagenError
+from ..errors import DatagenError, flag_name
+from ..options import DEVICE_HELP
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer of a closed pipe
 
 
-# ---- commands ----------------------------------------------------------------------
+# ---- parser helpers shared by the command modules -----------------------------------
 
-def cmd_generate(a: argparse.Namespace) -> int:
-    if a.engine == "ray":
-        try:
-            from ..engines.ray import generate_ray
-        except ImportError as e:  # the engine module or the ray package itself
-            raise DatagenError(f"--engine ray is not available here ({e}); install ray (pip install ray) "
-                               "or use --engine local") from None
+class HelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to every option's help that has a default and does not name one itself."""
 
-        report = generate_ray(a.recipe, a.out, num=a.num, seed=a.seed, format=a.format, device=a.device,
-                              batch_size=a.batch_size, block_size=a.block_size, resume=a.resume,
-                              num_tasks=a.ray_tasks, address=a.ray_address, progress=not a.quiet,
-                              trust_pickles=a.trust_pickles)
-    else:
-        from ..generate import generate
-
-        report = generate(a.recipe, a.out, num=a.num, seed=a.seed, format=a.format, device=a.device,
-                          batch_size=a.batch_size, block_size=a.block_size, resume=a.resume,
-                          shard_index=a.shard_index, num_shards=a.num_shards, progress=not a.quiet,
-                          verify=a.verify, trust_pickles=a.trust_pickles)
-    repaired = getattr(report, "repaired_blocks", {})
-    cleaned = getattr(report, "cleaned", [])
-    extra = (f"; {len(repaired)} damaged block(s) rewritten" if repaired else "") + \
-            (f"; {len(cleaned)} leftover temporary file(s) removed" if cleaned else "")
-    print(f"wrote {report.written_samples} samples to {report.out} "
-          f"({report.skipped_blocks} of {report.total_blocks} blocks were already complete{extra}; "
-          f"{report.images_per_second:.2f} img/s)")
-    return 0
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.nargs == 0 or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
 
 
-def cmd_preview(a: argparse.Namespace) -> int:
-    from ..preview import preview
+class DatagenParser(argparse.ArgumentParser):
+    """ArgumentParser with :class:`HelpFormatter`; its subparsers (of any depth) are DatagenParsers too."""
 
-    out = preview(a.recipe, a.out, num=a.num, seed=a.seed, device=a.device, columns=a.columns,
-                  trust_pickles=a.trust_pickles)
-    print(f"{out}: samples 0..{a.num - 1} of seed {a.seed} (image | mask | outlines)")
-    return 0
-
-
-def cmd_validate(a: argparse.Namespace) -> int:
-    from ..validate import validate_dataset
-
-    progress = None
-    if not a.quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(unit="block", desc="validate", dynamic_ncols=True)
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
-        report = validate_dataset(a.path, check_data=not a.quick, progress=progress)
-    finally:
-        if not a.quiet:
-            bar.close()
-    print(report.format())
-    return 0 if report.ok else 1
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
-def cmd_train(a: argparse.Namespace) -> int:
-    from ..train import TrainConfig, load_train_config, train
-    from ..train.loop import CONFIG_NAME
+def add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int] | None, help: str,
+                **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand: ``help`` is its line in the parent's list and (unless given) its own description;
+    ``func(args)`` runs it. The parser is kept in the arguments, so errors can name its flags."""
+    kwargs.setdefault("description", help[0].upper() + help[1:] + ("" if help.endswith(("?", ".")) else "."))
+    p = sub.add_parser(name, help=help, **kwargs)
+    if func is not None:
+        p.set_defaults(func=func, command_parser=p)
+    return p
 
-    overrides: dict[str, Any] = {k: getattr(a, k) for k in ("steps", "crop", "batch", "device", "seed", "threads", "feature_extractor")}
-    if a.resume and a.config is None and (Path(a.out) / CONFIG_NAME).exists():
-        cfg = load_train_config(Path(a.out) / CONFIG_NAME, **overrides)
-    elif a.config is not None:
-        cfg = load_train_config(a.config, **overrides)
-    else:
-        if not a.data:
-            raise DatagenError("give a training config (CONFIG) or at least one --data image/folder")
-        from ..config import parse_model
-
-        raw = {"data": [{"path": str(Path(p).resolve())} for p in a.data], **{k: v for k, v in overrides.items() if v is not None}}
-        cfg = parse_model(TrainConfig, raw, prefix=None)
-        cfg.check()
-    if a.data and a.config is not None:
-        raise DatagenError("--data and a CONFIG file are exclusive: list data sources in the config")
-    ckpt = train(cfg, a.out, resume=a.resume, progress=not a.quiet)
-    print(f"checkpoint: {ckpt}  (load it with --model {ckpt} or in a recipe's 'model:')")
-    return 0
-
-
-def cmd_models(a: argparse.Namespace) -> int:
-    from ..models import builtin_models, load_generator
-
-    specs = [a.model] if a.model else [f"builtin:{n}" for n in builtin_models()]
-    out = []
-    for spec in specs:
-        gen = load_generator(spec, device="cpu", trust_pickles=a.trust_pickles)
-        meta: dict[str, Any] = {}
-        card = None
-        if spec.startswith("builtin:"):
-            d = builtin_models()[spec.split(":", 1)[1]]
-            meta = json.loads((d / "config.json").read_text()).get("meta", {})
-            card = d / "MODEL_CARD.md"
-        out.append({"model": spec, "default_layer": gen.default_layer, "size_multiple": gen.size_multiple,
-                    "layers": [vars(l) for l in gen.layers()], "meta": meta, "card": str(card) if card else None})
-    if a.json:
-        print(json.dumps(out, indent=2))
-        return 0
-    if not out:
-        print("no built-in models")
-    for m in out:
-        params = sum(p.numel() for p in load_generator(m["model"], device="cpu", trust_pickles=a.trust_pickles).module.parameters())
-        print(f"{m['model']}  ({params / 1e6:.2f} M parameters; sizes: multiples of {m['size_multiple']} px; "
-              f"default layer {m['default_layer']})")
-        if m["meta"]:
-            print("  trained: " + ", ".join(f"{k}={v}" for k, v in m["meta"].items() if k in ("step", "kimg", "wall_time_s", "crop")))
-        if m["card"]:
-            print(f"  model card: {m['card']}")
-        print(f"  {'layer':<10} {'channels':>8} {'stride':>6}   size at 256 px")
-        for l in m["layers"]:
-            print(f"  {l['name']:<10} {l['channels']:>8} {l['stride']:>6}   {256 // l['stride']}x{256 // l['stride']}")
-    return 0
-
-
-def cmd_qc(a: argparse.Namespace) -> int:
-    from ..qc import qc_dataset, write_html
-
-    if a.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, a.threads))
-    ignore: int | None | str = "dataset"
-    if a.ignore_index is not None:
-        if a.ignore_index.lower() == "none":
-            ignore = None
-        elif a.ignore_index.isdigit() and 0 <= int(a.ignore_index) <= 255:
-            ignore = int(a.ignore_index)
-        else:
-            raise DatagenError(f"--ignore-index must be 0..255 or none, got {a.ignore_index!r}")
-    report = qc_dataset(a.path, ignore_index=ignore, max_samples=a.max_samples, allow_incomplete=a.allow_incomplete,
-                        train_fraction=a.train_fraction, seed=a.seed, steps=a.steps, crop=a.crop,
-                        batch_size=a.batch_size, band=a.band, worst=a.worst, device=a.device, progress=not a.quiet)
-    report_path = None if a.no_report else Path(a.report or f"qc-{Path(a.path).resolve().name}.html")
-    if report_path is not None:
-        write_html(report, report_path, title=f"datagen qc: {a.path}")
-        report.settings["report"] = str(report_path)
-    if a.strip:
-        from ..qc import render_strip
-
-        Path(a.strip).parent.mkdir(parents=True, exist_ok=True)
-        render_strip(report).save(a.strip)
-    print(report.to_json())
-    if not a.quiet:
-        print(report.summary(), file=sys.stderr)
-        if report_path is not None:
-            print(f"report: {report_path}", file=sys.stderr)
-    failures = report.failures(a.min_miou) if a.min_miou is not None else []
-    for f in failures:
-        print(f"datagen qc: {f}", file=sys.stderr)
-    return 1 if failures else 0
-
-
-# ---- parser ------------------------------------------------------------------------
 
 def sample_count(text: str) -> int:
     """argparse type of --num: a whole number, also written as 1e6 or 1_000_000."""
@@ -202,135 +79,110 @@ def add_trust_pickles(p: argparse.ArgumentParser) -> None:
                         "pickles you trust (a recipe can also say trust: true)")
 
 
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bar and no summary") -> None:
+    p.add_argument("--quiet", action="store_true", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="datagen", description="Annotated segmentation data from activation vectors painted into a GAN.")
-    p.add_argument("--version", action="version", version=f"datagen {__version__}")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    g = sub.add_parser("generate", help="generate image + mask pairs from a recipe")
-    g.add_argument("recipe", help="recipe YAML")
-    g.add_argument("--out", required=True, help="output directory (created)")
-    g.add_argument("--num", type=sample_count, required=True, help="number of samples (e.g. 1000 or 1e6)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--format", choices=("zarr", "tiff"), default="zarr")
-    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    g.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
-    g.add_argument("--block-size", type=int, default=16, help="samples per block (unit of writing, resume and splitting)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (checks the blocks "
-                   "already recorded and rewrites damaged ones)")
-    g.add_argument("--verify", choices=("files", "full", "none"), default="files",
-                   help="with --resume: check recorded blocks' files (size + sha256, default), 'full': also decode "
-                        "and hash every sample, 'none': trust the manifest")
-    g.add_argument("--shard-index", type=int, default=0, help="this worker's index K (0-based) of --num-shards")
-    g.add_argument("--num-shards", type=int, default=1, help="split the blocks over M workers")
-    g.add_argument("--engine", choices=("local", "ray"), default="local")
-    g.add_argument("--ray-tasks", type=int, default=None, help="Ray: number of tasks (default: one per CPU/GPU)")
-    g.add_argument("--ray-address", default=None, help="Ray: cluster address (default: start a local cluster)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_trust_pickles(g)
-    g.set_defaults(func=cmd_generate)
-
-    pv = sub.add_parser("preview", help="render a few samples of a recipe to one PNG (image | mask | outlines)")
-    pv.add_argument("recipe", help="recipe YAML")
-    pv.add_argument("--out", default="preview.png", help="PNG to write (default preview.png)")
-    pv.add_argument("--num", type=sample_count, default=8, help="samples 0..NUM-1, as `generate --seed` makes them")
-    pv.add_argument("--seed", type=int, default=0)
-    pv.add_argument("--columns", type=int, default=2, help="samples per row")
-    pv.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    add_trust_pickles(pv)
-    pv.set_defaults(func=cmd_preview)
-
-    v = sub.add_parser("validate", help="check a generated dataset end to end")
-    v.add_argument("path")
-    v.add_argument("--quick", action="store_true", help="check structure and manifest only, not every sample's hash")
-    v.add_argument("--quiet", action="store_true")
-    v.set_defaults(func=cmd_validate)
-
-    t = sub.add_parser("train", help="train the digipath GAN on unlabeled images")
-    t.add_argument("config", nargs="?", help="training YAML (see training/tissue-small/train.yaml)")
-    t.add_argument("--data", action="append", help="image file or folder (repeatable) when no CONFIG is given")
-    t.add_argument("--out", required=True, help="run directory (checkpoints, samples, logs)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--crop", type=int)
-    t.add_argument("--batch", type=int)
-    t.add_argument("--device")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--threads", type=int)
-    t.add_argument("--feature-extractor", choices=("efficientnet-lite0", "none"))
-    t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=cmd_train)
-
-    m = sub.add_parser("models", help="list built-in models and their layers")
-    m.add_argument("model", nargs="?", help="a model spec (default: all built-in models)")
-    m.add_argument("--json", action="store_true")
-    add_trust_pickles(m)
-    m.set_defaults(func=cmd_models)
-
-    q = sub.add_parser("qc", help="mask fidelity: train an independent pixel classifier on part of a dataset, score the rest")
-    q.add_argument("path", help="dataset folder (zarr or TIFF output)")
-    q.add_argument("--report", help="HTML report to write (default ./qc-<dataset folder name>.html)")
-    q.add_argument("--no-report", action="store_true", help="write no HTML report")
-    q.add_argument("--strip", help="also write the worst-samples strip as this PNG")
-    q.add_argument("--min-miou", type=float, help="exit with status 1 when mIoU is below this")
-    q.add_argument("--train-fraction", type=float, default=0.5, help="first part (by dataset position) trains, the rest tests (default 0.5)")
-    q.add_argument("--max-samples", type=int, default=64, help="use at most N pairs, spread evenly over the dataset (default 64; 0 = all)")
-    q.add_argument("--ignore-index", help="mask value left out of training and scores, or 'none' (default: the dataset's own)")
-    q.add_argument("--band", type=int, default=8, help="boundary band half-width in px (default 8)")
-    q.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    q.add_argument("--crop", type=int, default=64, help="training crop size in px (default 64)")
-    q.add_argument("--batch-size", type=int, default=8, help="crops per training step (default 8)")
-    q.add_argument("--worst", type=int, default=6, help="worst test samples shown in the strip (default 6)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    q.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is often fastest on a busy machine)")
-    q.add_argument("--allow-incomplete", action="store_true", help="use the completed part of a partial run")
-    q.add_argument("--quiet", action="store_true", help="no progress bars or summary on stderr")
-    q.set_defaults(func=cmd_qc)
-
     from .canvas import add_canvas_command
+    from .export import add_export_commands
+    from .generate import add_generate_commands
+    from .models import add_models_command
+    from .qc import add_qc_command
+    from .train import add_train_command
+    from .studio import add_studio_command
     from .vectors import add_vector_commands
 
+    p = DatagenParser(prog="datagen", description="Annotated segmentation data from activation vectors painted into a GAN.")
+    p.add_argument("--version", action="version", version=f"datagen {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks, also of errors in the input")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_generate_commands(sub)
+    add_train_command(sub)
+    add_models_command(sub)
+    add_qc_command(sub)
     add_vector_commands(sub)
+    add_studio_command(sub)
     add_canvas_command(sub)
+    add_export_commands(sub)
     return p
 
 
+# ---- running a command ----------------------------------------------------------------
+
+def flag_namer(parser: argparse.ArgumentParser | None) -> Callable[[str, str], str]:
+    """How errors of a command name a parameter: by the flag of the option whose ``dest`` it is
+    (``num_tasks`` -> ``--ray-tasks``), a positional by its metavar, others ``--name``."""
+    actions = {a.dest: a for a in (parser._actions if parser is not None else [])}
+
+    def namer(name: str, value: str = "") -> str:
+        act = actions.get(name)
+        if act is not None and not act.option_strings:  # a positional argument
+            return str(act.metavar or act.dest).upper()
+        flag = None
+        if act is not None:
+            flag = next((s for s in act.option_strings if s.startswith("--")), act.option_strings[0])
+        return flag_name(name, value, flag)
+
+    return namer
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe (``datagen models --json | head -1``): drop whatever stdout still holds."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (tests capture it)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    import errno
     import warnings
 
     parser = build_parser()
     a = parser.parse_args(argv)
+    command_parser = getattr(a, "command_parser", None)
+    prog = command_parser.prog if command_parser is not None else f"datagen {a.command}"
+
+    def error(message: str) -> int:
+        print(f"{prog}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+        return EXIT_USAGE
+
     fmt = warnings.formatwarning  # show Python warnings (e.g. ClassSeparabilityWarning) as one readable line
-    warnings.formatwarning = lambda msg, cat, *_a, **_k: f"datagen {a.command}: warning: {msg}\n"
+    warnings.formatwarning = lambda msg, cat, *_a, **_k: f"{prog}: warning: {msg}\n"
     try:
-        return int(a.func(a) or 0)
+        rc = int(a.func(a) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return rc
     except KeyboardInterrupt:
         kept = {"train": "a checkpoint was saved", "generate": "completed blocks are kept"}.get(a.command)
         print("\ninterrupted" + (f": {kept}; rerun the same command with --resume to continue" if kept else ""),
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (DatagenError, ValueError, KeyError, FileNotFoundError, PermissionError) as e:
+    except DatagenError as e:
         if a.debug:
             raise
-        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-        print(f"datagen {a.command}: error: {' '.join(msg.splitlines())}", file=sys.stderr)
-        return EXIT_USAGE
+        return error(e.render(flag_namer(command_parser)))
     except RecursionError:
         if a.debug:
             raise
-        print(f"datagen {a.command}: error: input nested too deeply to process", file=sys.stderr)
-        return EXIT_USAGE
+        return error("input nested too deeply to process")
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other command-line tools do
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except OSError as e:
-        import errno
-
         if a.debug or e.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise
         where = f" ({e.filename})" if e.filename else ""
-        print(f"datagen {a.command}: error: disk full{where}: {e.strerror or e}; free space and run it again"
-              + (" with --resume (completed blocks are kept)" if a.command == "generate" else ""), file=sys.stderr)
-        return EXIT_USAGE
+        return error(f"disk full{where}: {e.strerror or e}; free space and run it again"
+                     + (" with --resume (completed blocks are kept)" if a.command == "generate" else ""))
     finally:
         warnings.formatwarning = fmt
 

@@ -1,12 +1,16 @@
-"""``datagen canvas``: argument parsing for whole-slide canvases (the work is in datagen.canvas)."""
+"""``datagen canvas``: argument parsing for whole-slide canvases (the work is in datagen.canvas).
+
+Nothing heavy is imported here: the parser is built for every ``datagen`` command.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from ..canvas import COMPRESSIONS, DEFAULT_TIFF_TILE, DEFAULT_TILE, render_canvas
-from .app import add_trust_pickles
+from ..options import COMPRESSIONS, DEFAULT_TIFF_TILE, DEFAULT_TILE
+from .app import add_command, add_device, add_quiet, add_trust_pickles
+
 
 def _parse_size(text: str) -> tuple[int, int]:
     t = text.lower().replace(" ", "")
@@ -32,12 +36,16 @@ def _parse_margin(text: str) -> int | str:
 
 
 def cmd_canvas(a: argparse.Namespace) -> int:
+    from ..canvas import render_canvas
+
     rep = render_canvas(
-        a.recipe, size=a.size, out=a.out, zarr_path=a.zarr, seed=a.seed, tile=a.tile, margin=a.margin,
+        a.recipe, size=a.size, out=a.out, zarr_path=a.zarr_path, seed=a.seed, tile=a.tile, margin=a.margin,
         layout=a.layout, layout_scale=a.layout_scale, device=a.device, tiff_tile=a.tiff_tile,
         compression=a.compression, jpeg_quality=a.jpeg_quality, mpp=a.mpp, overwrite=a.overwrite,
         progress=not a.quiet, trust_pickles=a.trust_pickles,
     )
+    if a.quiet:
+        return 0
     h, w = rep.size
     where = ", ".join(str(p) for p in (rep.image, rep.mask, rep.zarr) if p is not None)
     print(f"canvas {h}x{w}: {rep.tiles} tiles (margin {rep.margin} px), {len(rep.levels)} pyramid levels "
@@ -47,29 +55,29 @@ def cmd_canvas(a: argparse.Namespace) -> int:
 
 def add_canvas_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``datagen canvas`` to the CLI's subparsers (called from datagen.cli.app.build_parser)."""
-    c = subparsers.add_parser(
-        "canvas", help="render one large seamless image + mask (pyramidal OME-TIFF / OME-Zarr)",
+    c = add_command(
+        subparsers, "canvas", cmd_canvas, "render one large seamless image + mask (pyramidal OME-TIFF / OME-Zarr)",
         description="Render a whole-slide canvas tile by tile: a seamless image and its label mask, written as "
                     "pyramidal OME-TIFFs (<stem>.ome.tif + <stem>.mask.ome.tif) and/or an OME-Zarr.")
-    c.add_argument("recipe", help="recipe YAML (model, layer, classes, vectors; its size is ignored)")
+    c.add_argument("recipe", help="recipe YAML (model, layer, classes, vectors, paint; its size only sets the "
+                   "calibration renders of mask: rendered)")
     c.add_argument("--out", help="image OME-TIFF, e.g. slide.ome.tif (the mask goes to slide.mask.ome.tif)")
-    c.add_argument("--zarr", help="also write an OME-Zarr (zarr v3, NGFF 0.5) of image and mask here")
+    c.add_argument("--zarr", dest="zarr_path", metavar="ZARR", help="also write an OME-Zarr (zarr v3, NGFF 0.5) of image and mask here")
     c.add_argument("--size", type=_parse_size, required=True, help="canvas size: N or HxW, e.g. 16384")
     c.add_argument("--tile", type=int, default=DEFAULT_TILE, help="render tile size in px (memory grows with it)")
     c.add_argument("--margin", type=_parse_margin, default="auto",
                    help="context px rendered around each tile; auto = the model's receptive field (exact tiles)")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="seed of the layout, noise and vectors")
     c.add_argument("--layout", help="layout for the whole canvas (preset name or YAML); default: the recipe's")
     c.add_argument("--layout-scale", type=int, help="draw the layout at 1/F of the canvas size "
                    "(default: the painted layer's stride)")
     c.add_argument("--tiff-tile", type=int, default=DEFAULT_TIFF_TILE, help="TIFF tile and zarr chunk size (256 or 512)")
     c.add_argument("--compression", choices=COMPRESSIONS, default="zlib",
                    help="image compression (the mask is always lossless: zlib when jpeg is chosen)")
-    c.add_argument("--jpeg-quality", type=int, default=90)
+    c.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality (with --compression jpeg)")
     c.add_argument("--mpp", type=float, help="microns per pixel at level 0 (written as resolution metadata)")
-    c.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    add_device(c)
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(c)
     add_trust_pickles(c)
-    c.set_defaults(func=cmd_canvas)
     return c

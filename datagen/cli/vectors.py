@@ -1,4 +1,7 @@
-"""``datagen vectors ...``: extract, score, show and label activation-vector libraries."""
+"""``datagen vectors ...``: extract, score, show, label and separability of activation-vector libraries.
+
+Nothing heavy is imported here: the parser is built for every ``datagen`` command.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,20 @@ import argparse
 from pathlib import Path
 
 from ..errors import DatagenError
+from .app import add_command, add_device, add_quiet, add_trust_pickles
+
+
+def _per_image(text: str) -> int | str:
+    """argparse type of --per-image: a positive number of pixels or 'all'."""
+    if text == "all":
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels or 'all', got {text!r}")
+    return v
 
 
 def _load(lib_dir: str, model: str | None, device: str | None, trust_pickles: bool = False):  # type: ignore[no-untyped-def]
@@ -24,23 +41,25 @@ def cmd_extract(a: argparse.Namespace) -> int:
     from ..vectors import cluster_library, extract_vectors
 
     gen = load_generator(a.model, a.device, trust_pickles=a.trust_pickles)
-    per_image = "all" if a.per_image == "all" else int(a.per_image)
-    lib = extract_vectors(gen, a.layer, a.num_images, size=a.size, seed=a.seed, per_image=per_image,
+    lib = extract_vectors(gen, a.layer, a.num_images, size=a.size, seed=a.seed, per_image=a.per_image,
                           batch_size=a.batch_size, progress=not a.quiet, model_spec=a.model)
     if a.clusters:
         cluster_library(lib, a.clusters, seed=a.seed)
     path = lib.save(a.out)
-    print(f"{len(lib)} vectors of layer {lib.layer} ({lib.channels} channels) -> {path}")
+    if not a.quiet:
+        print(f"{len(lib)} vectors of layer {lib.layer} ({lib.channels} channels) -> {path}")
     return 0
 
 
 def cmd_score(a: argparse.Namespace) -> int:
     from ..vectors import score_library
 
-    lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
+    lib, gen = _load(a.library, a.model, a.device, a.trust_pickles)
     scores = score_library(lib, gen, extractor_spec=a.extractor, extractor_layer=a.extractor_layer, grid=a.grid,
                            seeds=a.seeds, size=a.size, batch_size=a.batch_size, progress=not a.quiet)
     lib.save(a.library)
+    if a.quiet:
+        return 0
     thr = (lib.tileability or {}).get("threshold")
     n_tile = int((scores >= thr).sum()) if thr is not None else "?"
     print(f"scored {len(scores)} vectors: min {scores.min():.3f}, median {scores.median():.3f}, max {scores.max():.3f}; "
@@ -51,30 +70,31 @@ def cmd_score(a: argparse.Namespace) -> int:
 def cmd_show(a: argparse.Namespace) -> int:
     import torch
 
-    from ..vectors import contact_sheet, html_report, vector_caption, visualize
+    from ..vectors import html_report, visualize
+    from ..vectors.report import library_sheet
 
-    lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
-    ids = [int(i) for i in a.ids] if a.ids else list(lib.ids)
+    lib, gen = _load(a.library, a.model, a.device, a.trust_pickles)
+    size = a.size or lib.image_size  # default: the size the vectors were extracted at
+    ids = list(a.ids) if a.ids else list(lib.ids)
     if a.top:
         scored = [i for i in ids if lib.record(i).tileability is not None]
         if not scored:
             raise DatagenError(f"{a.library}: --top needs tileability scores; run `datagen vectors score {a.library}` first")
         ids = sorted(scored, key=lambda i: -lib.record(i).tileability)[: a.top]
     vecs = lib.get(ids)
-    kw = dict(seeds=a.seeds, size=a.size, batch_size=a.batch_size, progress=not a.quiet)
+    kw = dict(seeds=a.seeds, size=size, batch_size=a.batch_size, progress=not a.quiet)
     full = visualize(gen, vecs, lib.layer, mode="full", **kw)
     grid = visualize(gen, vecs, lib.layer, mode="grid", grid=a.grid, **kw)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    captions = [vector_caption(lib, i) for i in ids]
-    # one row per vector: full-replace renders, then grid-replace renders
+    # per vector: full-replace renders, then grid-replace renders
     pairs = torch.cat([full, grid], dim=1)
     if a.thumb and pairs.shape[-1] > a.thumb:  # keep sheets small enough to commit and browse
         v, s_, c, h, w = pairs.shape
         small = torch.nn.functional.interpolate(pairs.reshape(v * s_, c, h, w).float(), size=(a.thumb * h // w, a.thumb),
                                                 mode="bilinear", antialias=True, align_corners=False)
         pairs = small.round().clamp(0, 255).to(pairs.dtype).reshape(v, s_, c, *small.shape[-2:])
-    contact_sheet(pairs, captions, out / "contact_sheet.png", columns=pairs.shape[1])
+    library_sheet(lib, pairs, out / "contact_sheet.png", ids=ids, split=full.shape[1], grid=a.grid)
     thr = (lib.tileability or {}).get("threshold")
     sep = None
     if len(lib.labels) >= 2 and not a.no_separability:  # class confusion of the labelled classes in the report
@@ -83,7 +103,8 @@ def cmd_show(a: argparse.Namespace) -> int:
         vecs, groups = library_classes(lib, "label")
         sep = measure_separability(gen, lib.layer, vecs, ids=groups, size=a.size or 128, progress=False)
     html_report(lib, full, grid, out / "report.html", ids=ids, threshold=thr, thumb=a.thumb, separability=sep)
-    print(f"{out / 'contact_sheet.png'}\n{out / 'report.html'}")
+    if not a.quiet:
+        print(f"{out / 'contact_sheet.png'}\n{out / 'report.html'}")
     return 0
 
 
@@ -91,7 +112,7 @@ def cmd_label(a: argparse.Namespace) -> int:
     from ..vectors import VectorLibrary
 
     lib = VectorLibrary.load(a.library)
-    ids = [int(i) for i in a.ids or []]
+    ids = list(a.ids or [])
     if a.cluster is not None:
         ids += [r.id for r in lib.records if r.cluster == a.cluster]
     if a.top_tileable is not None:
@@ -101,7 +122,8 @@ def cmd_label(a: argparse.Namespace) -> int:
         raise DatagenError("nothing to label: give --ids and/or --cluster")
     lib.set_label(ids, None if a.name == "-" else a.name)
     lib.save(a.library)
-    print(f"labelled {len(ids)} vectors {a.name!r}: {ids}")
+    if not a.quiet:
+        print(f"labelled {len(ids)} vectors {a.name!r}: {ids}")
     return 0
 
 
@@ -112,7 +134,7 @@ def cmd_separability(a: argparse.Namespace) -> int:
         library_classes, measure_painted_separability, measure_separability, recipe_classes, save_result,
     )
 
-    lib, gen = _load(a.library, a.model, a.device, getattr(a, "trust_pickles", False))
+    lib, gen = _load(a.library, a.model, a.device, a.trust_pickles)
     if a.recipe:
         from ..recipe import load_recipe
 
@@ -136,7 +158,7 @@ def cmd_separability(a: argparse.Namespace) -> int:
                                       max_vectors=a.max_vectors, threshold=a.threshold, batch_size=a.batch_size,
                                       progress=not a.quiet)
         unit = "% of renders"
-    print(report.format(title=f"{a.library}: {section}; rows: true class, columns: predicted ({unit})"))
+    print(report.format(title=f"{a.library}: {section}; rows: true class, columns: predicted ({unit})"))  # the result
     if a.json:
         Path(a.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
     if not a.no_save:
@@ -145,54 +167,55 @@ def cmd_separability(a: argparse.Namespace) -> int:
 
 
 def add_vector_commands(sub: argparse._SubParsersAction) -> None:
-    v = sub.add_parser("vectors", help="activation-vector libraries: extract, score, show, label, separability")
+    v = add_command(sub, "vectors", None, "activation-vector libraries: extract, score, show, label, separability")
     vs = v.add_subparsers(dest="vectors_command", required=True, metavar="ACTION")
 
-    def common(p: argparse.ArgumentParser, model_required: bool = False) -> None:
-        p.add_argument("--model", required=model_required, default=None if not model_required else None,
-                       help="generator spec (default: the library's model)" if not model_required else "generator spec, e.g. builtin:tissue-small")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--size", type=int, default=None, help="render size in px (default: a size the model supports)")
-        p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--quiet", action="store_true")
-        from .app import add_trust_pickles
-
+    def common(p: argparse.ArgumentParser, size_help: str, model_required: bool = False,
+               quiet: str = "no progress bar and no summary") -> None:
+        if model_required:
+            p.add_argument("--model", required=True, help="generator spec, e.g. builtin:tissue-small")
+        else:
+            p.add_argument("--model", help="generator spec (default: the library's model)")
+        add_device(p)
+        p.add_argument("--size", type=int, default=None, help=f"render size in px (default: {size_help})")
+        p.add_argument("--batch-size", type=int, default=8, help="renders per forward pass")
+        add_quiet(p, quiet)
         add_trust_pickles(p)
 
-    e = vs.add_parser("extract", help="sample images and collect activation vectors at a layer")
-    common(e, model_required=True)
+    e = add_command(vs, "extract", cmd_extract, "sample images and collect activation vectors at a layer")
+    common(e, "the model's native size: its training crop, 256 px when unknown", model_required=True)
     e.add_argument("--layer", default=None, help="layer name (default: the model's paint layer)")
-    e.add_argument("--num-images", type=int, default=64)
-    e.add_argument("--per-image", default="8", help="random pixels per image, or 'all'")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--clusters", type=int, default=0, help="k-means (cosine) clusters to propose prototypes")
+    e.add_argument("--num-images", type=int, default=64, help="images to sample")
+    e.add_argument("--per-image", type=_per_image, default=8, help="random pixels per image, or 'all'")
+    e.add_argument("--seed", type=int, default=0, help="seed of the images and pixel positions")
+    e.add_argument("--clusters", type=int, default=0, help="k-means (cosine) clusters to propose prototypes (0: none)")
     e.add_argument("--out", required=True, help="library directory")
-    e.set_defaults(func=cmd_extract)
 
-    s = vs.add_parser("score", help="tileability: full vs grid replace, compared by a feature extractor")
-    s.add_argument("library")
-    common(s)
-    s.add_argument("--extractor", default="efficientnet-lite0")
-    s.add_argument("--extractor-layer", default=None)
-    s.add_argument("--grid", type=int, default=2)
-    s.add_argument("--seeds", type=int, default=4)
-    s.set_defaults(func=cmd_score)
+    s = add_command(vs, "score", cmd_score, "tileability: full vs grid replace, compared by a feature extractor")
+    s.add_argument("library", help="vector library directory")
+    common(s, "the size the library was extracted at")
+    s.add_argument("--extractor", default="efficientnet-lite0",
+                   help="feature extractor: efficientnet-lite0 or module:package.module:factory")
+    s.add_argument("--extractor-layer", default=None, help="extractor layer compared (default: the extractor's own)")
+    s.add_argument("--grid", type=int, default=2, help="grid-replace spacing in layer pixels")
+    s.add_argument("--seeds", type=int, default=4, help="noise seeds per vector")
 
-    w = vs.add_parser("show", help="contact sheet (PNG) and self-contained HTML report")
-    w.add_argument("library")
-    common(w)
+    w = add_command(vs, "show", cmd_show, "contact sheet (PNG) and self-contained HTML report")
+    w.add_argument("library", help="vector library directory")
+    common(w, "the size the library was extracted at")
     w.add_argument("--out", required=True, help="folder for contact_sheet.png and report.html")
-    w.add_argument("--ids", nargs="*", help="vector ids (default: all)")
-    w.add_argument("--top", type=int, default=None, help="only the N most tileable")
-    w.add_argument("--grid", type=int, default=2)
-    w.add_argument("--seeds", type=int, default=2)
+    w.add_argument("--ids", type=int, nargs="*", help="vector ids (default: all)")
+    w.add_argument("--top", type=int, default=None, help="only the N most tileable (default: every vector)")
+    w.add_argument("--grid", type=int, default=2, help="grid-replace spacing in layer pixels")
+    w.add_argument("--seeds", type=int, default=2, help="noise seeds per vector")
     w.add_argument("--no-separability", action="store_true", help="leave the class confusion matrix of the labels out of the report")
     w.add_argument("--thumb", type=int, default=96, help="thumbnail width in px for the sheet and report (0: full size)")
-    w.set_defaults(func=cmd_show)
 
-    sp = vs.add_parser("separability", help="can the labelled classes (or clusters, or a recipe's classes) be told apart?")
-    sp.add_argument("library")
-    common(sp)
+    sp = add_command(vs, "separability", cmd_separability,
+                     "can the labelled classes (or clusters, or a recipe's classes) be told apart?")
+    sp.add_argument("library", help="vector library directory")
+    common(sp, "128 px with --method features, 256 px with painted",
+           quiet="no progress bar (the result, the confusion matrix and where it was saved, is still printed)")
     grp = sp.add_mutually_exclusive_group()
     grp.add_argument("--recipe", help="measure this recipe's painted classes (default: the library's labels)")
     grp.add_argument("--by-cluster", action="store_true", help="measure every cluster as a class")
@@ -200,19 +223,21 @@ def add_vector_commands(sub: argparse._SubParsersAction) -> None:
                     help="features: full-replace renders, nearest class centroid (seconds; what generate checks); "
                          "painted: datagen qc's pixel model on painted mosaics of the classes (about a minute; "
                          "what a segmentation model sees)")
-    sp.add_argument("--num", type=int, default=32, help="painted: mosaics to render (default 32)")
-    sp.add_argument("--seeds", type=int, default=2, help="noise seeds per vector (default 2)")
-    sp.add_argument("--max-vectors", type=int, default=8, help="vectors per class, spread over its ids (default 8)")
-    sp.add_argument("--threshold", type=float, default=0.2, help="flag pairs with confusion a->b + b->a >= this (default 0.2)")
+    sp.add_argument("--num", type=int, default=32, help="painted: mosaics to render")
+    sp.add_argument("--seeds", type=int, default=2, help="noise seeds per vector")
+    sp.add_argument("--max-vectors", type=int, default=8, help="vectors per class, spread over its ids")
+    sp.add_argument("--threshold", type=float, default=0.2, help="flag pairs with confusion a->b + b->a >= this")
     sp.add_argument("--json", help="also write the report as JSON here")
     sp.add_argument("--no-save", action="store_true", help="do not store the result in LIBRARY/separability.json")
     sp.add_argument("--strict", action="store_true", help="exit with status 1 when a pair is inseparable")
-    sp.set_defaults(func=cmd_separability)
 
-    lb = vs.add_parser("label", help="name vectors as a tissue class (or '-' to clear)")
-    lb.add_argument("library")
-    lb.add_argument("--name", required=True)
-    lb.add_argument("--ids", nargs="*")
+    lb = add_command(vs, "label", cmd_label, "name vectors as a tissue class (or '-' to clear)")
+    lb.add_argument("library", help="vector library directory")
+    lb.add_argument("--name", required=True, help="the class name, or '-' to clear the label")
+    lb.add_argument("--ids", type=int, nargs="*", help="vector ids")
     lb.add_argument("--cluster", type=int, default=None, help="all vectors of this cluster")
     lb.add_argument("--top-tileable", type=int, default=None, help="only the N most tileable of the selection")
-    lb.set_defaults(func=cmd_label)
+    add_quiet(lb, "no summary line")
+
+    from .experiments import add_experiment_commands  # invert, grid-study, units (the paper's experiments)
+    add_experiment_commands(vs)

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatagenError
+from ..errors import DatagenError, UsageError, arg
 
-_INSTALL_HINT = ("--engine ray needs Ray, which is not installed: pip install 'datagen[ray]' (or pip install ray), "
-                 "or use --engine local")
+_INSTALL_HINT = (f"{arg('engine', 'ray')} needs Ray, which is not installed: pip install 'datagen[ray]' "
+                 f"(or pip install ray), or use {arg('engine', 'local')}")
 
 
 def import_ray() -> Any:
@@ -59,9 +59,9 @@ def _run_blocks(recipe_path: str, out: str, info_doc: dict[str, Any], *, num: in
 
     t0 = time.perf_counter()
     # the driver has checked class separability (and warned) once; workers do not repeat it
-    job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size, batch_size=batch_size,
-                  trust_pickles=trust_pickles, check_separability=False)
     info = DatasetInfo.from_dict(info_doc)
+    job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size, batch_size=batch_size,
+                  trust_pickles=trust_pickles, check_separability=False, instances=info.instances)
     diffs = [d for d in info.differences(job.info) if not d.startswith("attrs.recipe_file")]
     if diffs:
         raise DatagenError(f"worker on {platform.node()} sees different inputs than the driver: " + "; ".join(diffs)
@@ -105,6 +105,7 @@ def generate_ray(
     num_cpus: int | None = None,
     init_kwargs: dict[str, Any] | None = None,
     trust_pickles: bool = False,
+    instances: bool = False,
 ) -> Any:
     """Generate samples ``0..num-1`` into ``out`` with Ray tasks; returns a :class:`~datagen.generate.GenerateReport`.
 
@@ -113,23 +114,24 @@ def generate_ray(
     ``num_tasks``: default one per GPU (GPU clusters) or one per ``cpus_per_task`` CPUs, at most one per block.
     ``gpus_per_task``: default 1 when the cluster has GPUs and ``device`` is not ``cpu`` (fractions share a GPU).
     ``threads``: torch intra-op threads per task (default: ``cpus_per_task``, rounded, at least 1).
+    ``instances``: also write an instance map beside each mask (as :func:`datagen.generate.generate`).
     """
     from tqdm.auto import tqdm
 
     from ..generate import FORMATS, GenerateReport, prepare
-    from ..writers import open_writer, read_manifest
+    from ..writers import blocks_left, open_writer, read_manifest
 
     if format not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise UsageError(f"must be one of {', '.join(FORMATS)}, got {format!r}", param="format")
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        raise UsageError(f"must be at least 1, got {batch_size}", param="batch_size")
     if num_tasks is not None and num_tasks < 1:
-        raise ValueError(f"--ray-tasks must be at least 1, got {num_tasks}")
+        raise UsageError(f"must be at least 1, got {num_tasks}", param="num_tasks")
     ray = import_ray()
 
     # check everything and create the output before a cluster is involved
     job = prepare(recipe_path, num=num, seed=seed, device="cpu", block_size=block_size, batch_size=batch_size,
-                  trust_pickles=trust_pickles)
+                  trust_pickles=trust_pickles, instances=instances)
     info = job.info
     del job
     t0 = time.perf_counter()
@@ -146,7 +148,7 @@ def generate_ray(
 
         for b, problem in sorted(damaged.items()):
             warnings.warn(RepairWarning(f"block {b} failed verification ({problem}); rewriting it"), stacklevel=2)
-    todo = [b for b in range(info.num_blocks) if b not in done or b in damaged]
+    todo = blocks_left(info, done, redo=damaged)
     out_abs = str(Path(out).expanduser().absolute())
     if not todo:
         return GenerateReport(Path(out), 0, info.num_blocks, info.num_blocks, time.perf_counter() - t0)

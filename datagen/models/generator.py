@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hooks import discover_layers
+from ..errors import UsageError
+from .hooks import LayerNotFoundError, discover_layers
 from .layers import LayerInfo
 from .unet import DigipathUNet
 
@@ -27,6 +28,8 @@ class Generator(ABC):
 
     name: str = "generator"
     module: nn.Module
+    #: The crop side the model was trained at, when its checkpoint records it.
+    train_size: int | None = None
 
     @property
     @abstractmethod
@@ -57,6 +60,17 @@ class Generator(ABC):
         return None
 
     @property
+    def native_size(self) -> tuple[int, int]:
+        """The size used when none is given: the fixed size, else the training crop, else 256 px
+        (each rounded up to a size the model supports)."""
+        if self.fixed_size is not None:
+            return (int(self.fixed_size[0]), int(self.fixed_size[1]))
+        m = self.size_multiple
+        side = max(int(self.train_size or 256), self.min_size)
+        side = -(-side // m) * m
+        return (side, side)
+
+    @property
     def device(self) -> torch.device:
         p = next(self.module.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
@@ -70,7 +84,7 @@ class Generator(ABC):
             if info.name == name:
                 return info
         names = ", ".join(i.name for i in self.layers())
-        raise KeyError(f"{self.name} has no layer {name!r}; layers: {names}")
+        raise LayerNotFoundError(f"{self.name} has no layer {name!r}; layers: {names}")
 
     @property
     def min_size(self) -> int:
@@ -79,12 +93,12 @@ class Generator(ABC):
 
     def check_size(self, size: tuple[int, int]) -> None:
         if self.fixed_size is not None and tuple(size) != tuple(self.fixed_size):
-            raise ValueError(f"{self.name} only generates {self.fixed_size[0]}x{self.fixed_size[1]}, not {size[0]}x{size[1]}")
+            raise UsageError(f"{self.name} only generates {self.fixed_size[0]}x{self.fixed_size[1]}, not {size[0]}x{size[1]}")
         m = self.size_multiple
         if size[0] % m or size[1] % m or min(size) <= 0:
-            raise ValueError(f"{self.name}: output size {size[0]}x{size[1]} must be a positive multiple of {m}")
+            raise UsageError(f"{self.name}: output size {size[0]}x{size[1]} must be a positive multiple of {m}")
         if min(size) < self.min_size:
-            raise ValueError(f"{self.name}: output size {size[0]}x{size[1]} is too small for this model; each side "
+            raise UsageError(f"{self.name}: output size {size[0]}x{size[1]} is too small for this model; each side "
                              f"must be at least {self.min_size} px (and a multiple of {m})")
 
     def layer_size(self, name: str, size: tuple[int, int]) -> tuple[int, int]:
@@ -102,9 +116,11 @@ class DigipathGenerator(Generator):
     library of feature vectors of real images (``conditioning``, shape (K, D)).
     """
 
-    def __init__(self, module: DigipathUNet, conditioning: torch.Tensor | None = None, name: str = "digipath-unet") -> None:
+    def __init__(self, module: DigipathUNet, conditioning: torch.Tensor | None = None, name: str = "digipath-unet",
+                 train_size: int | None = None) -> None:
         self.module = module.eval()
         self.name = name
+        self.train_size = train_size
         cfg = module.config
         if cfg.cond_dim > 0:
             if conditioning is None or conditioning.ndim != 2 or conditioning.shape[1] != cfg.cond_dim:
@@ -150,10 +166,17 @@ class StyleGAN2Generator(Generator):
     must be importable for unpickling; see docs/models.md) and with any module of
     the same shape. Per-layer noise is ``'const'`` by default so a seed fully
     determines the image; layers are discovered by one dummy forward pass.
+
+    *Fixed style* (``fixed_style=SEED``, or :meth:`set_fixed_style`): the styles (rows of
+    ``ws``) that act after ``fixed_style_after`` (a layer name; None: every style) are one
+    ``w``, drawn from ``SEED``, for every sample. Painting at a layer is then not undone
+    by each sample's own later styles (Herdt & Maass sec. 4.4), while the styles before
+    the layer still vary per sample, so the unpainted content does.
     """
 
     def __init__(self, G: nn.Module, *, truncation_psi: float = 1.0, noise_mode: str = "const",
-                 default_layer: str | None = None, name: str = "stylegan2") -> None:
+                 default_layer: str | None = None, name: str = "stylegan2",
+                 fixed_style: int | None = None, fixed_style_after: str | None = None) -> None:
         self.module = G.eval()
         self.name = name
         self.truncation_psi = truncation_psi
@@ -162,6 +185,14 @@ class StyleGAN2Generator(Generator):
         self._size = (res, res)
         self._layers: list[LayerInfo] | None = None
         self._default = default_layer
+        self._style_use: dict[str, int] | None = None
+        self._style_calls: dict[str, tuple[int, int]] = {}
+        self.fixed_style: int | None = None
+        self.fixed_style_after: str | None = None
+        self._fixed_start = 0
+        self._fixed_ws: dict[torch.device, torch.Tensor] = {}
+        if fixed_style is not None:
+            self.set_fixed_style(fixed_style, after=fixed_style_after)
 
     @property
     def fixed_size(self) -> tuple[int, int]:
@@ -171,9 +202,12 @@ class StyleGAN2Generator(Generator):
     def default_layer(self) -> str:
         if self._default:
             return self._default
-        # a middle block's second conv: coarse enough to paint regions (paper: 32x32 at 256 px)
-        blocks = [i for i in self.layers() if i.name.startswith("synthesis.b") and i.name.endswith(".conv1")]
-        return blocks[len(blocks) // 2].name if blocks else self.layers()[len(self.layers()) // 2].name
+        # the paper paints b16.conv1: 16x16, at 256 px (sec. 4.2.2); else a middle block's second conv
+        names = [i.name for i in self.layers()]
+        if "synthesis.b16.conv1" in names:
+            return "synthesis.b16.conv1"
+        blocks = [n for n in names if n.startswith("synthesis.b") and n.endswith(".conv1")]
+        return blocks[len(blocks) // 2] if blocks else names[len(names) // 2]
 
     def layers(self) -> list[LayerInfo]:
         if self._layers is None:
@@ -198,7 +232,93 @@ class StyleGAN2Generator(Generator):
     def forward(self, inputs: Inputs) -> torch.Tensor:
         x = self._to_device(inputs)
         ws = self.module.mapping(x["z"], x["c"], truncation_psi=self.truncation_psi)
+        if self.fixed_style is not None:
+            fixed = self._fixed_w(ws.device, ws.dtype)
+            s = self._fixed_start
+            ws = torch.cat([ws[:, :s], fixed[:, s:].expand(ws.shape[0], -1, -1)], dim=1)
         return self.module.synthesis(ws, noise_mode=self.noise_mode)
+
+    # -- styles -----------------------------------------------------------------------
+    def style_indices_after(self, layer: str) -> list[int]:
+        """The rows of ``ws`` read by the synthesis after ``layer`` has produced its output.
+
+        Found by one forward pass: every style affine (a submodule called ``affine``, as in
+        NVlabs' SynthesisLayer/ToRGBLayer) is recorded in call order with the ``ws`` row it
+        reads (each row is given a distinct constant value)."""
+        order = self._style_order()
+        if layer not in order:
+            raise LayerNotFoundError(f"{self.name} has no layer {layer!r} in its synthesis network")
+        pos = order[layer]
+        return sorted({i for n, (p, i) in self._style_calls.items() if p > pos})
+
+    def _style_order(self) -> dict[str, int]:
+        """Layer name -> position in the forward pass (completion order); style affines are
+        kept in ``_style_calls`` as name -> (position, ws row)."""
+        if self._style_use is not None:
+            return self._style_use
+        m = self.module
+        num_ws = int(getattr(m.synthesis, "num_ws", 0) or getattr(m.mapping, "num_ws", 0))
+        w_dim = int(getattr(m, "w_dim", 0) or getattr(m.synthesis, "w_dim", 0))
+        dev = self.device
+        ws = (torch.arange(num_ws, dtype=torch.float32, device=dev) + 1.0)[None, :, None].expand(1, num_ws, w_dim)
+        order: dict[str, int] = {}
+        calls: dict[str, tuple[int, int]] = {}
+        handles = []
+        for name, mod in m.synthesis.named_modules():
+            full = f"synthesis.{name}" if name else "synthesis"
+
+            def hook(mod_: nn.Module, args: Any, out: Any, full: str = full) -> None:
+                order.setdefault(full, len(order))
+                if full.endswith(".affine") and args and isinstance(args[0], torch.Tensor):
+                    calls.setdefault(full, (order[full], int(round(float(args[0].reshape(-1)[0]))) - 1))
+
+            handles.append(mod.register_forward_hook(hook))
+        try:
+            with torch.no_grad():
+                m.synthesis(ws.contiguous(), noise_mode=self.noise_mode)
+        finally:
+            for h in handles:
+                h.remove()
+        self._style_calls = calls
+        self._style_use = order
+        return order
+
+    def set_fixed_style(self, seed: int | None, *, after: str | None = None) -> None:
+        """Share one style among all samples (None turns it off).
+
+        ``seed``: the fixed ``w`` is ``mapping(z)`` for ``z`` drawn from
+        ``torch.Generator().manual_seed(seed)``. ``after``: only the styles that act after
+        this layer are fixed (the paint layer: styles before it keep varying); None fixes all.
+        """
+        self._fixed_ws.clear()
+        if seed is None:
+            self.fixed_style, self.fixed_style_after, self._fixed_start = None, None, 0
+            return
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise UsageError(f"expected a seed (integer >= 0), got {seed!r}", param="fixed_style")
+        start = 0
+        if after is not None:
+            later = self.style_indices_after(after)
+            start = min(later) if later else int(getattr(self.module.synthesis, "num_ws", 0))
+        self.fixed_style, self.fixed_style_after, self._fixed_start = int(seed), after, start
+
+    def styles_fixed_after(self, layer: str) -> bool:
+        """True when every style that acts after ``layer`` is shared by all samples."""
+        if self.fixed_style is None:
+            return False
+        later = self.style_indices_after(layer)
+        return not later or min(later) >= self._fixed_start
+
+    def _fixed_w(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        ws = self._fixed_ws.get(device)
+        if ws is None:
+            g = torch.Generator().manual_seed(int(self.fixed_style))  # type: ignore[arg-type]
+            z = torch.randn((1, int(self.module.z_dim)), generator=g).to(device)
+            c = torch.zeros((1, int(getattr(self.module, "c_dim", 0))), device=device)
+            with torch.no_grad():
+                ws = self.module.mapping(z, c, truncation_psi=self.truncation_psi)
+            self._fixed_ws[device] = ws
+        return ws.to(dtype)
 
 
 def describe(gen: Generator) -> dict[str, Any]:

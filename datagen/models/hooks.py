@@ -19,14 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import DatagenError
+
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
-class LayerNotFoundError(KeyError):
-    """A layer name that the generator does not have; the message lists near matches."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+class LayerNotFoundError(DatagenError, KeyError):
+    """A layer name that the generator does not have; the message lists near matches (or the layers)."""
 
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:

@@ -11,6 +11,8 @@ import os
 import pickle
 from pathlib import Path
 
+from ..errors import UsageError, arg
+from ..options import DEVICE_HELP
 from .checkpoint import CheckpointError, load_checkpoint
 from .generator import Generator, StyleGAN2Generator
 
@@ -27,7 +29,7 @@ def builtin_models() -> dict[str, Path]:
 
 #: Why a ``stylegan2:`` pickle needs an explicit opt-in (shown when it is missing).
 PICKLE_RISK = ("unpickling runs any code the file contains; open only pickles you trust, then pass "
-               "--trust-pickles (or set trust: true in the recipe)")
+               f"{arg('trust_pickles', True)} (or set trust: true in the recipe)")
 
 
 def load_stylegan2_pickle(path: str | os.PathLike, *, trust: bool = False, **kwargs: object) -> StyleGAN2Generator:
@@ -35,7 +37,7 @@ def load_stylegan2_pickle(path: str | os.PathLike, *, trust: bool = False, **kwa
 
     The pickle references the NVlabs ``dnnlib`` and ``torch_utils`` packages; put a
     checkout of stylegan2-ada-pytorch on PYTHONPATH first. Unpickling runs code from
-    the file, so it is refused unless ``trust`` is set (``--trust-pickles``, or
+    the file, so it is refused unless ``trust`` is set (``trust_pickles``, or
     ``trust: true`` in a recipe). A missing file or one that is not a pickle is
     reported before that check.
     """
@@ -91,12 +93,9 @@ def load_generator(spec: str = DEFAULT_MODEL, device: str | None = None, *, trus
     return gen.to(dev)
 
 
-DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
-
-
 def resolve_device(device: str | None) -> str:
     """'auto'/None picks CUDA when present, else CPU. Anything else must name a usable device:
-    a ValueError (naming --device and the choices) otherwise."""
+    a UsageError (naming ``device`` and the choices) otherwise."""
     import torch
 
     if device in (None, "auto"):
@@ -104,16 +103,18 @@ def resolve_device(device: str | None) -> str:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"--device: unknown device {str(device)[:40]!r}; expected {DEVICE_HELP}") from None
+        raise UsageError(f"unknown device {str(device)[:40]!r}; expected {DEVICE_HELP}", param="device") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device: {device!r} requested but CUDA is not available here; use --device cpu (or auto)")
+            raise UsageError(f"{device!r} requested but CUDA is not available here; use {arg('device', 'cpu')} "
+                             "(or auto)", param="device")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device: {device!r} requested but this machine has {torch.cuda.device_count()} "
-                             f"CUDA device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+            raise UsageError(f"{device!r} requested but this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})", param="device")
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"--device: {device!r} requested but MPS is not available here; expected {DEVICE_HELP}")
+            raise UsageError(f"{device!r} requested but MPS is not available here; expected {DEVICE_HELP}",
+                             param="device")
     elif dev.type != "cpu":
-        raise ValueError(f"--device: unsupported device {device!r}; expected {DEVICE_HELP}")
+        raise UsageError(f"unsupported device {device!r}; expected {DEVICE_HELP}", param="device")
     return device

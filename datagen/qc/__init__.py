@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datagen.errors import DatagenError
+from datagen.errors import DatagenError, UsageError
 
 from .metrics import (
     band_masks,
@@ -73,7 +73,7 @@ DEFAULT_BAND = 8
 def split_positions(n: int, train_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """``(train, test)`` positions: the first ``round(n * train_fraction)`` train, the rest test (each >= 1)."""
     if not 0 < train_fraction < 1:
-        raise DatagenError(f"train fraction must be between 0 and 1 (exclusive), got {train_fraction}")
+        raise UsageError(f"must be between 0 and 1 (exclusive), got {train_fraction}", param="train_fraction")
     if n < 2:
         raise DatagenError(f"need at least 2 samples to train on some and test on others, got {n}")
     k = min(max(1, int(round(n * train_fraction))), n - 1)
@@ -122,7 +122,7 @@ def qc_arrays(
     if len(idx) != len(images):
         raise DatagenError(f"{len(idx)} indices for {len(images)} samples")
     if band < 1:
-        raise DatagenError(f"band must be >= 1 px, got {band}")
+        raise UsageError(f"must be >= 1 px, got {band}", param="band")
     if steps < 1 or crop < 1 or batch_size < 1 or worst < 0:
         raise DatagenError(f"steps, crop and batch size must be >= 1 and worst >= 0, got {steps}, {crop}, {batch_size}, {worst}")
     tr, te = split_positions(len(images), train_fraction)
@@ -151,7 +151,7 @@ def even_subsample(n: int, max_samples: int | None) -> np.ndarray:
     if not max_samples or max_samples >= n:
         return np.arange(n)
     if max_samples < 2:
-        raise DatagenError(f"max samples must be >= 2, got {max_samples}")
+        raise UsageError(f"must be >= 2 (or 0 for all), got {max_samples}", param="max_samples")
     return np.unique(np.round(np.linspace(0, n - 1, max_samples)).astype(np.int64))
 
 
@@ -190,7 +190,7 @@ def qc_dataset(
         if ignore_index == "dataset":
             ignore_index = dataset_ignore_index(ds)
         if ignore_index is not None and not isinstance(ignore_index, (int, np.integer)):
-            raise DatagenError(f"ignore index must be an integer 0..255 or None, got {ignore_index!r}")
+            raise UsageError(f"must be an integer 0..255 or None, got {ignore_index!r}", param="ignore_index")
         positions = even_subsample(len(ds), max_samples)
         if len(positions) < 2:
             raise DatagenError(f"dataset {path} has {len(ds)} samples; qc needs at least 2")

@@ -101,7 +101,7 @@ class FidelityReport:
             return []
         worst = sorted(((v, n) for n, v in zip(self.class_names, self.iou) if math.isfinite(v)))[:3]
         detail = ", ".join(f"{n} {v:.2f}" for v, n in worst)
-        return [f"mIoU {self.miou:.3f} < --min-miou {min_miou:g}" + (f" (lowest classes: {detail})" if detail else "")]
+        return [f"mIoU {self.miou:.3f} is below {min_miou:g}" + (f" (lowest classes: {detail})" if detail else "")]
 
     def to_dict(self) -> dict[str, Any]:
         """All figures as plain JSON types (nan -> None)."""

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import DatagenError
+from ..errors import DatagenError, UsageError, message_of
 from ..models.generator import Generator
 from ..models.hooks import LayerHook
 from ..seeding import sample_rng, sample_torch_generator
@@ -26,21 +26,20 @@ PIXEL_PURPOSE = "extract-pixels"
 
 
 def resolve_size(gen: Generator, size: int | Sequence[int] | None) -> tuple[int, int]:
-    """``size`` as (H, W): an int means square; None means the generator's fixed size."""
+    """``size`` as (H, W): an int means square; None means the generator's native size
+    (its fixed size, else its training crop: :attr:`Generator.native_size`)."""
     if size is None:
-        if gen.fixed_size is None:
-            raise DatagenError(f"{gen.name}: give an image size (it generates any multiple of {gen.size_multiple})")
-        return tuple(gen.fixed_size)  # type: ignore[return-value]
+        return gen.native_size
     if isinstance(size, int):
         out = (size, size)
     else:
         out = tuple(int(s) for s in size)
         if len(out) != 2:
-            raise DatagenError(f"image size must be one int or (height, width), got {size!r}")
+            raise UsageError(f"must be one int or (height, width), got {size!r}", param="size")
     try:
         gen.check_size(out)  # type: ignore[arg-type]
     except ValueError as e:
-        raise DatagenError(str(e)) from None
+        raise UsageError(message_of(e), param="size") from None
     return out  # type: ignore[return-value]
 
 
@@ -50,7 +49,7 @@ def resolve_layer_name(gen: Generator, layer: str | None) -> str:
     try:
         gen.layer(name)
     except KeyError as e:
-        raise DatagenError(str(e.args[0]) if e.args else str(e)) from None
+        raise UsageError(message_of(e), param="layer") from None
     return name
 
 
@@ -75,17 +74,17 @@ def extract_vectors(
     layer = resolve_layer_name(gen, layer)
     hw = resolve_size(gen, size)
     if num_images < 1:
-        raise DatagenError(f"number of images must be >= 1, got {num_images}")
+        raise UsageError(f"must be >= 1, got {num_images}", param="num_images")
     if batch_size < 1:
-        raise DatagenError(f"batch size must be >= 1, got {batch_size}")
+        raise UsageError(f"must be >= 1, got {batch_size}", param="batch_size")
     h, w = gen.layer_size(layer, hw)
     if per_image != "all":
         if not isinstance(per_image, int) or isinstance(per_image, bool) or per_image < 1:
-            raise DatagenError(f"vectors per image must be a positive integer or 'all', got {per_image!r}")
+            raise UsageError(f"must be a positive integer or 'all', got {per_image!r}", param="per_image")
         if per_image > h * w:
-            raise DatagenError(
+            raise UsageError(
                 f"layer {layer} is {h}x{w} at {hw[0]}x{hw[1]} px: at most {h * w} distinct pixels per image, "
-                f"asked for {per_image} (use 'all')"
+                f"asked for {per_image} (use 'all')", param="per_image"
             )
 
     chunks: list[torch.Tensor] = []
