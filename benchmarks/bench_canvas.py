@@ -114,9 +114,9 @@ def speed_part(a: argparse.Namespace, recipe, device) -> dict:  # noqa: ANN001
         canvases[t] = cv
 
         def run(cv=cv, t=t) -> None:
-            for y0, y1, x0, x1 in cv.tiles(t):
-                cv.render_tile(y0, y1, x0, x1)
-                cv.mask_region(y0, y1, x0, x1)
+            for bounds in cv.tiles(t):
+                image, mask = cv.render_pair(bounds)  # what the slide writer calls: one pass per window
+                mask()
 
         fns[f"tile{t}"] = run
     big, _ = canvas_from_recipe(recipe, size=ssize, seed=0, device=device)

@@ -33,67 +33,66 @@ Tiles
     Memory is bounded by the window size (plus the small layout), never by the
     canvas size.
 
-Output
-    Tiles go into an OME-Zarr (zarr v3, NGFF 0.5: image ``0..L-1`` as
-    (c, y, x), label image ``labels/mask/0..L-1``); the pyramid is built level
-    by level from it, chunk by chunk; the pyramidal OME-TIFFs (image, and the
-    mask in a second file, each with its reduced levels in SubIFDs, tiled and
-    compressed) are then streamed tile by tile from the zarr levels with
-    tifffile's tile-iterator interface. Without ``zarr_path`` the OME-Zarr is
-    a temporary folder beside the TIFF, removed at the end.
+Masks
+    ``mask: layout`` is the upsampled layout and ``mask: cells`` the painted layer
+    cells: both depend only on the layout, so any region's mask is cheap and exact.
+    ``mask: rendered`` follows the boundaries the decoder drew: each tile's window is
+    rendered with its decoder activations recorded and read by the classifier a
+    dataset of the same recipe and seed fits (:mod:`datagen.masks`; calibration renders
+    at the recipe's size); the margin makes a tile's mask the whole canvas's there.
+    In every mode keep regions are written as the ignore value, never as a class.
 
-    slide.ome.tif          RGB, pyramid in SubIFDs (opens in tiffslide, QuPath, ...)
-    slide.mask.ome.tif     class ids (uint8), same pyramid (nearest-neighbour levels)
-    slide.canvas.json      class table, seed, recipe and canvas parameters
+Grid classes and unit edits
+    As for datasets (:mod:`datagen.render`): a ``paint: grid`` class paints blocks of the
+    paper's grid anchored at cell (0, 0) of the *canvas's* paint layer (a tile paints the
+    blocks of the whole canvas there), its gaps keep the generator's own activations (written
+    as ignore) or take the ``between`` class (one vector per region, stream
+    ``(seed, 0, "canvas-between")``); unit edits act on the cells painted with their class.
+
+Output
+    :func:`write_canvas` hands the tiles to :mod:`datagen.writers.slide`: an OME-Zarr
+    and/or pyramidal OME-TIFFs (image and mask), streamed tile by tile.
+
+What this module shares with datasets
+    The recipe is resolved once by :func:`datagen.assemble.assemble` (the same checks as
+    ``datagen generate``); regions get their vectors from
+    :func:`datagen.render.assign_region_slots`, windows are rendered by
+    :func:`datagen.render.painted_forward` and every stream comes from
+    :mod:`datagen.seeding` (``(seed, 0, "canvas-layout")``, ``(seed, a, b, "canvas-noise")``,
+    ...). What is left here is canvas-specific: the whole-canvas layout and its pointwise
+    upsampling, the global noise grid, and tiling with context.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import time
-import uuid
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from .errors import ConfigError, DatagenError
+from .assemble import PaintSetup, assemble
+from .errors import DatagenError, UsageError
+from .generate import load_recipe_model
+from .layouts import scale_layout_for_canvas, warn_few_regions
+from .masks import RenderedMaskModel, feature_layers, ignore_boundaries, ignore_keep, rendered_masks
 from .models.generator import DigipathGenerator, Generator
-from .models.hooks import LayerHook
-from .paint import KEEP, boundary_alpha, paint
-from .masks import ignore_keep
-from .render import PaintClass, check_paint_options, to_uint8
+from .options import DEFAULT_TIFF_TILE, DEFAULT_TILE
+from .paint import KEEP, boundary_alpha, grid_cells
+from .recipe import Recipe, load_recipe
+from .render import (
+    OWN, MaskMode, PaintClass, Precision, Renderer, assign_gap_slots, assign_region_slots, check_paint_options,
+    grid_gaps, mask_keep_ids, painted_forward, unit_edits,
+)
+from .seeding import stream_rng, stream_torch_generator
+from .writers.slide import SlideReport, TileBounds, mask_paths, pyramid_shapes, write_slide
 
 NOISE_TILE = 256
-DEFAULT_TILE = 1024
-DEFAULT_TIFF_TILE = 512
-COMPRESSIONS = ("zlib", "jpeg", "zstd", "lzw", "none")
 _ROW_CHUNK = 256  # rows of a mask evaluated at once (bounds temporaries)
-
-
-def _key(purpose: str) -> int:
-    return int.from_bytes(hashlib.blake2b(purpose.encode(), digest_size=4).digest(), "little")
-
-
-def _seed_sequence(seed: int, *parts: int, purpose: str) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(seed), *[int(p) for p in parts], _key(purpose)])
-
-
-def _torch_generator(ss: np.random.SeedSequence) -> torch.Generator:
-    state = ss.generate_state(2, dtype=np.uint32)
-    g = torch.Generator(device="cpu")
-    g.manual_seed(int(state[0]) << 32 | int(state[1]))
-    return g
 
 
 def receptive_radius(generator: Generator) -> int | None:
@@ -117,17 +116,10 @@ def _round_up(x: int, m: int) -> int:
 
 
 @dataclass
-class CanvasReport:
-    image: Path | None
-    mask: Path | None
-    zarr: Path | None
-    size: tuple[int, int]
-    levels: list[tuple[int, int]]
-    tiles: int
-    margin: int
-    seconds: float
-    render_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+class CanvasReport(SlideReport):
+    """What :func:`write_canvas` wrote, and the context margin its tiles were rendered with."""
+
+    margin: int = 0
 
 
 class Canvas:
@@ -143,12 +135,15 @@ class Canvas:
         seed: int,
         layer: str | None = None,
         soft_boundary: float = 0.0,
-        mask_mode: Literal["layout", "cells"] = "layout",
+        mask_mode: MaskMode = "layout",
         layout_scale: int | None = None,
         ignore_index: int | None = None,
         margin: int | str | None = "auto",
         noise_tile: int = NOISE_TILE,
-        precision: Literal["auto", "fp32", "fp16"] = "auto",
+        precision: Precision = "auto",
+        min_confidence: float = 0.0,
+        boundary_ignore: int = 0,
+        mask_model: Callable[[], RenderedMaskModel] | None = None,
     ) -> None:
         if not isinstance(generator, DigipathGenerator):
             raise DatagenError(f"{generator.name}: whole-slide canvases need a fully convolutional generator "
@@ -159,75 +154,89 @@ class Canvas:
         self.size = (int(size[0]), int(size[1]))
         self.seed = int(seed)
         if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+            raise UsageError(f"must be non-negative, got {seed}", param="seed")
         self.layer = layer or generator.default_layer
         self.multiple = generator.size_multiple
         h, w = self.size
         if h < 1 or w < 1 or h % self.multiple or w % self.multiple:
-            raise ConfigError(f"canvas size {h}x{w} must be positive multiples of {self.multiple} "
-                              f"(the model's size multiple)", field="size")
+            raise UsageError(f"canvas size {h}x{w} must be positive multiples of {self.multiple} "
+                             f"(the model's size multiple)", param="size")
         info = generator.layer(self.layer)
         self.stride = int(info.stride)
         self.channels = int(info.channels)
-        check_paint_options(self.classes, self.layer, self.channels, soft_boundary, mask_mode)
+        check_paint_options(self.classes, generator, self.layer, soft_boundary, mask_mode, ignore_index)
         self.soft_boundary = float(soft_boundary)
-        if mask_mode == "rendered":
-            raise ValueError("a canvas writes mask: layout or cells; mask: rendered is not implemented for canvases yet")
+        if mask_mode == "rendered" and mask_model is None:
+            raise UsageError("mask: rendered needs its fitted classifier (e.g. Renderer.mask_model of the recipe)",
+                             param="mask_model")
         self.mask_mode = mask_mode
+        #: ``mask: rendered``: the classifier (fitted on first call), the layers it reads and its options
+        self.mask_model = mask_model
+        self.decoder_layers = feature_layers(generator, self.layer)
+        self.min_confidence = float(min_confidence)
+        self.boundary_ignore = int(boundary_ignore)
         self.ignore_index = ignore_index
         self.keep_ids = [c.id for c in self.classes if c.keep]
+        self.mask_keep_ids = mask_keep_ids(self.classes, ignore_index)
         self.precision = precision
         self.layout_scale = int(layout_scale or self.stride)
         if self.layout_scale < 1:
-            raise ValueError(f"layout_scale must be >= 1, got {layout_scale}")
+            raise UsageError(f"must be >= 1, got {layout_scale}", param="layout_scale")
         self.noise_tile = int(noise_tile)
         if self.noise_tile < 1:
-            raise ValueError(f"noise_tile must be >= 1, got {noise_tile}")
+            raise UsageError(f"must be >= 1, got {noise_tile}", param="noise_tile")
         self.receptive_radius = receptive_radius(generator)
         if margin in (None, "auto"):
             margin = self.receptive_radius or 4 * self.multiple
         margin = int(margin)
         if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
+            raise UsageError(f"must be >= 0, got {margin}", param="margin")
         self.margin = _round_up(margin, self.multiple)
         self._by_id = {c.id: c for c in self.classes}
+        self._grid = any(c.grid for c in self.classes)
+        self._units = any(c.units for c in self.classes)
+        self.layer_cells = generator.layer_size(self.layer, self.size)  # the whole canvas's paint layer: grids anchor here
         self._build_layout()
         self._cond = self._draw_cond()
+
+    @classmethod
+    def from_setup(cls, setup: PaintSetup, *, size: tuple[int, int], mask_mode: MaskMode | None = None,
+                   layout_scale: int | None = None, margin: int | str | None = "auto") -> Canvas:
+        """The canvas of a checked recipe setup (:func:`datagen.assemble.assemble`) at ``size``.
+
+        ``mask: rendered`` uses the classifier a dataset of the same recipe and seed fits
+        (calibration renders at the recipe's size, fitted when the first mask needs it).
+        """
+        mask_mode = mask_mode or setup.mask_mode
+        fit = Renderer.from_setup(setup).mask_model if mask_mode == "rendered" else None
+        return cls(setup.generator, setup.classes, setup.layout, size=size, seed=setup.seed, layer=setup.layer,
+                   soft_boundary=setup.soft_boundary, mask_mode=mask_mode, layout_scale=layout_scale,
+                   ignore_index=setup.ignore_index, margin=margin, precision=setup.precision,
+                   min_confidence=setup.min_confidence, boundary_ignore=setup.boundary_ignore, mask_model=fit)
 
     # ---- canvas-level draws ---------------------------------------------------------
     def _build_layout(self) -> None:
         f = self.layout_scale
         h, w = self.size
         self.low_size = (-(-h // f), -(-w // f))
-        rng = np.random.default_rng(_seed_sequence(self.seed, 0, purpose="canvas-layout"))
+        rng = stream_rng(self.seed, 0, purpose="canvas-layout")
         low = self.layout.generate(rng, self.low_size, {c.name: c.id for c in self.classes})
         self.low = np.ascontiguousarray(low, dtype=np.uint8)
-        # one vector per connected region of each painted class (as Renderer.plan does per sample)
-        vrng = np.random.default_rng(_seed_sequence(self.seed, 0, purpose="canvas-vectors"))
-        region = np.full(self.low.shape, KEEP, dtype=np.int32)
-        vectors: list[torch.Tensor] = []
-        slots = 0
-        for cid in np.flatnonzero(np.bincount(self.low.ravel(), minlength=256)):
-            cls = self._by_id.get(int(cid))
-            if cls is None:
-                raise ValueError(f"layout produced class id {int(cid)}, which is not in the recipe")
-            if cls.keep:
-                continue
-            comps, n = ndimage.label(self.low == cid)
-            wts = cls.weights.double().numpy() if cls.weights is not None else np.ones(len(cls.vectors))
-            choice = vrng.choice(len(cls.vectors), size=n, p=wts / wts.sum())
-            hit = comps > 0
-            region[hit] = comps[hit] - 1 + slots
-            vectors.append(cls.vectors[choice].float())
-            slots += n
-        self.region = region
-        self.slot_vectors = torch.cat(vectors) if slots else torch.zeros(0, self.channels)
+        # one vector per connected region of each painted class (as a dataset sample's plan does)
+        self.region, self.slot_vectors = assign_region_slots(
+            self.low, self._by_id, stream_rng(self.seed, 0, purpose="canvas-vectors"), self.channels)
+        self.gap_slot = None
+        if self._grid:  # the between vectors of grid regions, after every region's own
+            self.gap_slot, gap_vectors = assign_gap_slots(
+                self.low, self.region, self._by_id, stream_rng(self.seed, 0, purpose="canvas-between"),
+                len(self.slot_vectors), self.channels)
+            self.slot_vectors = torch.cat([self.slot_vectors, gap_vectors])
 
     def _draw_cond(self) -> torch.Tensor | None:
         cond = self.generator.conditioning
         if cond is None:
             return None
-        g = _torch_generator(_seed_sequence(self.seed, 0, purpose="canvas-cond"))
+        g = stream_torch_generator(self.seed, 0, purpose="canvas-cond")
         return cond[torch.randint(len(cond), (1,), generator=g)]
 
     # ---- layout at output resolution ------------------------------------------------------
@@ -261,32 +270,69 @@ class Canvas:
         s = self.stride
         return np.arange(lo // s, -(-hi // s)) * s + s // 2
 
+    def _grid_window(self, src: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(gaps, painted) of a window's layer cells (:func:`datagen.render.grid_gaps`); ``src`` their
+        layout cells, ``rows``/``cols`` their global cell indices."""
+        return grid_gaps(self.low.ravel()[src], rows, cols, self.layer_cells, self.classes)
+
+    def cells_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The class painted under each pixel of a region (keep classes by their own id): each
+        layer cell's class, repeated over its ``stride x stride`` block of the global grid
+        (the gaps of grid classes: the between class, or the ignore value)."""
+        s = self.stride
+        cy, cx = self._cell_centres(y0, y1), self._cell_centres(x0, x1)
+        src = self.source_cells(cy, cx)
+        cells = self.low.ravel()[src]
+        if self._grid:
+            _, painted = self._grid_window(src, cy // s, cx // s)
+            cells = np.where(painted == OWN, self.ignore_index if self.ignore_index is not None else 0,
+                             painted).astype(np.uint8)
+        rows = np.arange(y0, y1) // s - y0 // s
+        cols = np.arange(x0, x1) // s - x0 // s
+        return np.ascontiguousarray(cells[rows][:, cols])
+
     def mask_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """The (y1-y0, x1-x0) uint8 class-id mask of a canvas region."""
+        """The (y1-y0, x1-x0) uint8 class-id mask of a canvas region (``mask: rendered`` renders it)."""
         self._check_region(y0, y1, x0, x1)
-        low = self.low.ravel()
+        if self.mask_mode == "rendered":
+            return self.render_tile_pair(y0, y1, x0, x1)[1]
         if self.mask_mode == "cells":
-            s = self.stride
-            cells = low[self.source_cells(self._cell_centres(y0, y1), self._cell_centres(x0, x1))]
-            rows = np.arange(y0, y1) // s - y0 // s
-            cols = np.arange(x0, x1) // s - x0 // s
-            return ignore_keep(np.ascontiguousarray(cells[rows][:, cols]), self.keep_ids, self.ignore_index)
+            return ignore_keep(self.cells_region(y0, y1, x0, x1), self.keep_ids, self.ignore_index)
+        low = self.low.ravel()
         out = np.empty((y1 - y0, x1 - x0), dtype=np.uint8)
         xs = np.arange(x0, x1)
         for r in range(y0, y1, _ROW_CHUNK):
             r1 = min(r + _ROW_CHUNK, y1)
             out[r - y0:r1 - y0] = low[self.source_cells(np.arange(r, r1), xs)]
+        if self._grid:  # pixels of a grid class in a layer cell outside its blocks: between class or ignore
+            s = self.stride
+            gy, gx = np.arange(y0, y1) // s, xs // s
+            for c in self.classes:
+                if c.grid:
+                    gap = (out == c.id) & ~grid_cells(gy, gx, c.grid, *self.layer_cells).numpy()
+                    out[gap] = c.between if c.between is not None else self.ignore_index
         return ignore_keep(out, self.keep_ids, self.ignore_index)
 
     def layer_labels(self, y0: int, y1: int, x0: int, x1: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Paint plan of a window: (h, w) slot per layer cell (KEEP or an index into the vectors) and the vectors."""
-        src = self.source_cells(self._cell_centres(y0, y1), self._cell_centres(x0, x1))
+        return self._layer_plan(y0, y1, x0, x1)[:2]
+
+    def _layer_plan(self, y0: int, y1: int, x0: int, x1: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`layer_labels` and, when a class has unit edits, the class painted in each cell."""
+        cy, cx = self._cell_centres(y0, y1), self._cell_centres(x0, x1)
+        src = self.source_cells(cy, cx)
         slots = self.region.ravel()[src].astype(np.int64)
+        painted = None
+        if self._grid or self._units:
+            gaps, painted_np = self._grid_window(src, cy // self.stride, cx // self.stride)
+            if self.gap_slot is not None and gaps.any():
+                slots[gaps] = self.gap_slot[slots[gaps]]
+            painted = torch.from_numpy(painted_np) if self._units else None
         used = np.unique(slots[slots >= 0])
         if len(used) == 0:
-            return torch.full(slots.shape, KEEP, dtype=torch.int64), torch.zeros(1, self.channels)
+            return torch.full(slots.shape, KEEP, dtype=torch.int64), torch.zeros(1, self.channels), painted
         compact = np.where(slots >= 0, np.searchsorted(used, np.maximum(slots, 0)), KEEP)
-        return torch.from_numpy(compact), self.slot_vectors[torch.from_numpy(used)]
+        return torch.from_numpy(compact), self.slot_vectors[torch.from_numpy(used)], painted
 
     # ---- rendering ----------------------------------------------------------------------
     def noise_region(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
@@ -296,17 +342,12 @@ class Canvas:
         out = torch.empty((1, c, y1 - y0, x1 - x0))
         for a in range(y0 // nt, -(-y1 // nt)):
             for b in range(x0 // nt, -(-x1 // nt)):
-                g = _torch_generator(_seed_sequence(self.seed, a, b, purpose="canvas-noise"))
+                g = stream_torch_generator(self.seed, a, b, purpose="canvas-noise")
                 tile = torch.randn((c, nt, nt), generator=g)
                 ty0, ty1 = max(y0, a * nt), min(y1, (a + 1) * nt)
                 tx0, tx1 = max(x0, b * nt), min(x1, (b + 1) * nt)
                 out[0, :, ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = tile[:, ty0 - a * nt:ty1 - a * nt, tx0 - b * nt:tx1 - b * nt]
         return out
-
-    def _autocast(self) -> Any:
-        if self.generator.device.type == "cuda" and self.precision in ("auto", "fp16"):
-            return torch.autocast("cuda", dtype=torch.float16)
-        return nullcontext()
 
     def _check_region(self, y0: int, y1: int, x0: int, x1: int) -> None:
         h, w = self.size
@@ -319,34 +360,34 @@ class Canvas:
         Bounds must be multiples of the model's size multiple. Used for tiles (with
         their margin) and, over the whole canvas, as the seam-free reference.
         """
+        return self._forward(y0, y1, x0, x1, record=False)[0][0]
+
+    def _forward(self, y0: int, y1: int, x0: int, x1: int, *, record: bool) -> tuple[np.ndarray, list[torch.Tensor]]:
+        """A region's image (1, h, w, 3) and, with ``record``, the decoder activations ``mask: rendered`` reads."""
         self._check_region(y0, y1, x0, x1)
         m = self.multiple
         if y0 % m or y1 % m or x0 % m or x1 % m:
             raise ValueError(f"region bounds must be multiples of {m}, got rows {y0}:{y1}, cols {x0}:{x1}")
-        labels, vectors = self.layer_labels(y0, y1, x0, x1)
+        labels, vectors, painted = self._layer_plan(y0, y1, x0, x1)
         lh, lw = self.generator.layer_size(self.layer, (y1 - y0, x1 - x0))
         if tuple(labels.shape) != (lh, lw):
             raise RuntimeError(f"layer {self.layer} is {lh}x{lw} for a {y1 - y0}x{x1 - x0} window, "
                                f"labels are {tuple(labels.shape)}")
-        dev = self.generator.device
-        labels, vectors = labels.to(dev)[None], vectors.to(dev)[None]
-        alpha = boundary_alpha(labels[0], self.soft_boundary)[None] if self.soft_boundary > 0 else None
+        alpha = boundary_alpha(labels, self.soft_boundary)[None] if self.soft_boundary > 0 else None
         inputs = {"noise": self.noise_region(y0, y1, x0, x1)}
         if self._cond is not None:
             inputs["cond"] = self._cond
-
-        def edit(act: torch.Tensor) -> torch.Tensor:
-            return paint(act, labels, vectors, alpha)
-
-        with torch.inference_mode(), self._autocast(), LayerHook(self.generator.module, self.layer, edit=edit, record=False):
-            images = self.generator.forward(inputs)
-        return to_uint8(images)[0]
+        edits = unit_edits(self.classes, painted[None], self.layer) if painted is not None else ()
+        return painted_forward(self.generator, self.layer, inputs, labels[None], vectors[None], alpha, edits=edits,
+                               precision=self.precision, record=self.decoder_layers if record else ())
 
     def window(self, y0: int, y1: int, x0: int, x1: int) -> tuple[int, int, int, int]:
-        """The region rendered for tile (y0:y1, x0:x1): the tile plus ``margin`` px where the canvas has them."""
+        """The region rendered for tile (y0:y1, x0:x1): the tile plus ``margin`` px where the canvas
+        has them, widened to the model's size multiple (tiles from :meth:`tiles` already are)."""
         h, w = self.size
-        m = self.margin
-        return max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
+        m, k = self.margin, self.multiple
+        return (max(0, (y0 - m) // k * k), min(h, _round_up(y1 + m, k)),
+                max(0, (x0 - m) // k * k), min(w, _round_up(x1 + m, k)))
 
     def render_tile(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """A tile's image: its window rendered, the margin cropped off."""
@@ -354,10 +395,43 @@ class Canvas:
         img = self.render_region(wy0, wy1, wx0, wx1)
         return np.ascontiguousarray(img[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0])
 
+    def render_tile_pair(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
+        """A tile's image and ``mask: rendered`` mask, both from one pass over its window.
+
+        As for a dataset sample (:meth:`datagen.render.Renderer.render_pairs`): away from
+        painted-cell boundaries a pixel takes its cell's class, near them the classifier reads
+        the class the decoder drew among those painted nearby; keep regions and unsure pixels
+        are the ignore value, then ``boundary_ignore`` strips. The window's context (the
+        margin) makes the mask of a tile the mask of the whole canvas there.
+        """
+        if self.mask_mode != "rendered":
+            return self.render_tile(y0, y1, x0, x1), self.mask_region(y0, y1, x0, x1)
+        wy0, wy1, wx0, wx1 = self.window(y0, y1, x0, x1)
+        images, feats = self._forward(wy0, wy1, wx0, wx1, record=True)
+        cells = self.cells_region(wy0, wy1, wx0, wx1)[None]
+        masks = rendered_masks(self.mask_model(), feats, cells, band=float(self.stride),  # type: ignore[misc]
+                               ignore_index=self.ignore_index, keep_ids=self.mask_keep_ids,
+                               min_confidence=self.min_confidence)
+        if self._grid and self.ignore_index is not None:  # gaps left to the generator claim no class
+            masks[cells == self.ignore_index] = self.ignore_index
+        masks = ignore_boundaries(masks, self.boundary_ignore, self.ignore_index)
+        crop = (slice(y0 - wy0, y1 - wy0), slice(x0 - wx0, x1 - wx0))
+        return np.ascontiguousarray(images[0][crop]), np.ascontiguousarray(masks[0][crop])
+
+    def render_pair(self, bounds: TileBounds) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        """A tile's image and a function giving its mask (the slide writer's
+        :data:`~datagen.writers.slide.RenderTile`). A layout or cells mask depends only on the
+        layout, so the writer computes it on its own thread while the next tile renders; a
+        rendered mask comes from the tile's own forward pass."""
+        if self.mask_mode == "rendered":
+            image, mask = self.render_tile_pair(*bounds)
+            return image, lambda: mask
+        return self.render_tile(*bounds), partial(self.mask_region, *bounds)
+
     def tiles(self, tile: int) -> list[tuple[int, int, int, int]]:
         """Tile bounds (y0, y1, x0, x1) in row-major order; ``tile`` must be a multiple of the size multiple."""
         if tile < 1 or tile % self.multiple:
-            raise ValueError(f"tile size must be a positive multiple of {self.multiple}, got {tile}")
+            raise UsageError(f"tile size must be a positive multiple of {self.multiple}, got {tile}", param="tile")
         h, w = self.size
         return [(y, min(y + tile, h), x, min(x + tile, w)) for y in range(0, h, tile) for x in range(0, w, tile)]
 
@@ -367,6 +441,8 @@ class Canvas:
             "layout_scale": self.layout_scale, "layout_size": list(self.low_size), "noise_tile": self.noise_tile,
             "margin": self.margin, "receptive_radius": self.receptive_radius, "mask": self.mask_mode,
             "soft_boundary": self.soft_boundary, "regions": int(len(self.slot_vectors)),
+            **({"min_confidence": self.min_confidence, "boundary_ignore": self.boundary_ignore}
+               if self.mask_mode == "rendered" else {}),
             "model": self.generator.name,
         }
 
@@ -384,213 +460,21 @@ def canvas_from_recipe(
     margin: int | str | None = "auto",
     generator: Generator | None = None,
     trust_pickles: bool = False,
-) -> tuple[Canvas, Any]:
+) -> tuple[Canvas, Recipe]:
     """A :class:`Canvas` for a recipe (its model, layer, classes, vectors, paint options) and the recipe.
 
     ``layout`` replaces the recipe's layout: a mapping, a preset name or a YAML path.
     """
-    from .generate import build_renderer, load_recipe_model
-    from .recipe import load_recipe
-
     recipe = load_recipe(recipe_path)
     if layout is not None:
-        if isinstance(layout, (str, os.PathLike)) and os.path.exists(layout):
-            layout = str(Path(layout).resolve())
-        recipe.layout = layout
-        recipe._layout = None  # re-parse with the replacement
+        recipe = recipe.with_layout(layout)
     gen = generator if generator is not None else load_recipe_model(recipe, device, trust_pickles=trust_pickles)
-    renderer = build_renderer(recipe, gen, seed)  # validates recipe, model, library and layout
-    mask_mode = renderer.mask_mode
-    if mask_mode == "rendered":
-        if "mask" in recipe.paint.model_fields_set:
-            raise ConfigError("datagen canvas writes mask: cells or layout; mask: rendered is not implemented for "
-                              "canvases yet", file=recipe.file, field="paint.mask")
-        mask_mode = "cells"  # the default rendered mode is a dataset feature: a canvas writes the painted cells
-    canvas = Canvas(
-        gen, renderer.classes, renderer.layout, size=size, seed=seed, layer=renderer.layer,
-        soft_boundary=renderer.soft_boundary, mask_mode=mask_mode, layout_scale=layout_scale,
-        margin=margin, precision=renderer.precision, ignore_index=renderer.ignore_index,
-    )
+    setup = assemble(recipe, gen, seed)  # the checks of datagen generate: recipe, model, library, layout
+    canvas = Canvas.from_setup(setup, size=size, layout_scale=layout_scale, margin=margin)
     return canvas, recipe
 
 
 # ---- output -------------------------------------------------------------------------------
-
-def pyramid_shapes(size: tuple[int, int], tile: int) -> list[tuple[int, int]]:
-    """Level sizes: halve (rounding up) until the whole level fits in one tile."""
-    shapes = [tuple(size)]
-    while max(shapes[-1]) > tile:
-        h, w = shapes[-1]
-        shapes.append(((h + 1) // 2, (w + 1) // 2))
-    return shapes  # type: ignore[return-value]
-
-
-def mask_paths(out: str | os.PathLike) -> tuple[Path, Path]:
-    """(mask TIFF, sidecar JSON) written beside image TIFF ``out``: ``<stem>.mask.ome.tif``, ``<stem>.canvas.json``."""
-    p = Path(out)
-    name = p.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return p.with_name(f"{name}.mask.ome.tif"), p.with_name(f"{name}.canvas.json")
-
-
-def _downsample_image(x: np.ndarray) -> np.ndarray:
-    """(3, h, w) uint8 -> (3, ceil(h/2), ceil(w/2)): mean of 2x2 blocks (edges replicated), rounded."""
-    c, h, w = x.shape
-    if h % 2 or w % 2:
-        x = np.pad(x, ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
-    s = x.reshape(c, x.shape[1] // 2, 2, x.shape[2] // 2, 2).astype(np.uint16).sum(axis=(2, 4))
-    return ((s + 2) // 4).astype(np.uint8)
-
-
-def _downsample_mask(x: np.ndarray) -> np.ndarray:
-    """Nearest neighbour: the top-left pixel of each 2x2 block (keeps class ids exact)."""
-    return np.ascontiguousarray(x[::2, ::2])
-
-
-def _ngff_multiscales(name: str, axes: list[dict[str, Any]], levels: int, mpp: float | None,
-                      downsample_type: str) -> dict[str, Any]:
-    unit = {"unit": "micrometer"} if mpp else {}
-    axes = [dict(a, **unit) if a["type"] == "space" else a for a in axes]
-    base = mpp or 1.0
-    datasets = []
-    for k in range(levels):
-        scale = [1.0 if a["type"] != "space" else base * 2**k for a in axes]
-        datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": scale}]})
-    return {"name": name, "axes": axes, "datasets": datasets, "type": downsample_type}
-
-
-class _ZarrCanvas:
-    """The OME-Zarr (zarr v3, NGFF 0.5) store of a canvas: image levels and the label image."""
-
-    def __init__(self, path: Path, classes: list[dict[str, Any]], chunk: int,
-                 levels: list[tuple[int, int]], attrs: dict[str, Any], mpp: float | None) -> None:
-        import zarr
-        import zarr.storage
-        from zarr.codecs import ZstdCodec
-
-        self.path = path
-        self.levels = levels
-        store = zarr.storage.LocalStore(path)
-        comp = [ZstdCodec(level=3)]
-        space = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
-        colors = [{"label-value": c["id"], "rgba": [*_rgb(c["color"]), 255]} for c in classes]
-        props = [{"label-value": c["id"], "name": c["name"]} for c in classes]
-        root = zarr.create_group(store, zarr_format=3, attributes={
-            "ome": {
-                "version": "0.5",
-                "multiscales": [_ngff_multiscales("image", [{"name": "c", "type": "channel"}, *space], len(levels),
-                                                  mpp, "mean")],
-                "omero": {"channels": [{"label": n, "color": col, "active": True,
-                                        "window": {"start": 0, "end": 255, "min": 0, "max": 255}}
-                                       for n, col in (("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF"))],
-                          "rdefs": {"model": "color"}},
-            },
-            "datagen": attrs,
-        })
-        labels = root.create_group("labels", attributes={"ome": {"version": "0.5", "labels": ["mask"]}})
-        mask = labels.create_group("mask", attributes={"ome": {
-            "version": "0.5",
-            "multiscales": [_ngff_multiscales("mask", space, len(levels), mpp, "nearest")],
-            "image-label": {"colors": colors, "properties": props, "source": {"image": "../../"}},
-        }})
-        self.images, self.masks = [], []
-        for k, (h, w) in enumerate(levels):
-            ch = (min(chunk, h), min(chunk, w))
-            self.images.append(root.create_array(str(k), shape=(3, h, w), chunks=(3, *ch), dtype="uint8",
-                                                 compressors=comp, fill_value=0, dimension_names=("c", "y", "x")))
-            self.masks.append(mask.create_array(str(k), shape=(h, w), chunks=ch, dtype="uint8",
-                                                compressors=comp, fill_value=0, dimension_names=("y", "x")))
-
-    def write(self, level: int, y0: int, x0: int, image_chw: np.ndarray, mask: np.ndarray) -> None:
-        h, w = mask.shape
-        self.images[level][:, y0:y0 + h, x0:x0 + w] = image_chw
-        self.masks[level][y0:y0 + h, x0:x0 + w] = mask
-
-    def build_level(self, level: int, chunk: int, bar: Any) -> None:
-        """Level ``level`` from ``level - 1``, one output chunk at a time."""
-        h, w = self.levels[level]
-        ph, pw = self.levels[level - 1]
-        for y in range(0, h, chunk):
-            for x in range(0, w, chunk):
-                y1, x1 = min(y + chunk, h), min(x + chunk, w)
-                sy0, sy1, sx0, sx1 = 2 * y, min(2 * y1, ph), 2 * x, min(2 * x1, pw)
-                img = np.asarray(self.images[level - 1][:, sy0:sy1, sx0:sx1])
-                msk = np.asarray(self.masks[level - 1][sy0:sy1, sx0:sx1])
-                self.write(level, y, x, _downsample_image(img)[:, : y1 - y, : x1 - x],
-                           _downsample_mask(msk)[: y1 - y, : x1 - x])
-                bar.update(1)
-
-    def image_tiles(self, level: int, tile: int, bar: Any) -> Iterator[np.ndarray]:
-        h, w = self.levels[level]
-        arr = self.images[level]
-        for y in range(0, h, tile):
-            for x in range(0, w, tile):
-                yield np.ascontiguousarray(np.asarray(arr[:, y:y + tile, x:x + tile]).transpose(1, 2, 0))
-                bar.update(1)
-
-    def mask_tiles(self, level: int, tile: int, bar: Any) -> Iterator[np.ndarray]:
-        h, w = self.levels[level]
-        arr = self.masks[level]
-        for y in range(0, h, tile):
-            for x in range(0, w, tile):
-                yield np.ascontiguousarray(np.asarray(arr[y:y + tile, x:x + tile]))
-                bar.update(1)
-
-
-def _rgb(color: str) -> list[int]:
-    h = color.lstrip("#")
-    return [int(h[i:i + 2], 16) for i in (0, 2, 4)]
-
-
-def _tiff_compression(name: str, quality: int) -> dict[str, Any]:
-    if name == "none":
-        return {"compression": None}
-    if name == "jpeg":
-        return {"compression": "jpeg", "compressionargs": {"level": int(quality)}}
-    return {"compression": name}
-
-
-def _write_tiff(path: Path, store: _ZarrCanvas, *, kind: str, tile: int, compression: dict[str, Any],
-                mpp: float | None, name: str, bar: Any) -> None:
-    import tifffile
-
-    levels = store.levels
-    h, w = levels[0]
-    raw = h * w * (3 if kind == "image" else 1) * 4 // 3
-    workers = min(4, os.cpu_count() or 1)
-    # tifffile buffers up to `buffersize` bytes of tiles for its encoder threads (default 256 MiB):
-    # a few tiles per worker keep memory bounded by the tile size instead
-    opts: dict[str, Any] = {"tile": (tile, tile), "maxworkers": workers, "buffersize": 2 * workers * tile * tile * 3,
-                            **compression}
-    if kind == "image":
-        opts["photometric"] = "rgb"
-        shape_of = lambda hw: (*hw, 3)  # noqa: E731
-        tiles = store.image_tiles
-        axes = "YXS"
-    else:
-        opts["photometric"] = "minisblack"
-        shape_of = lambda hw: tuple(hw)  # noqa: E731
-        tiles = store.mask_tiles
-        axes = "YX"
-    meta: dict[str, Any] = {"axes": axes, "Name": name}
-    if mpp:
-        meta.update({"PhysicalSizeX": mpp, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": mpp, "PhysicalSizeYUnit": "µm"})
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=raw > 2**31, ome=True) as tif:
-            for k, hw in enumerate(levels):
-                res = {}
-                if mpp:
-                    res = {"resolution": (1e4 / (mpp * 2**k), 1e4 / (mpp * 2**k)), "resolutionunit": "CENTIMETER"}
-                extra = {"subifds": len(levels) - 1, "metadata": meta} if k == 0 else {"subfiletype": 1, "metadata": None}
-                tif.write(tiles(k, tile, bar), shape=shape_of(hw), dtype=np.uint8, **opts, **res, **extra)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def write_canvas(
     canvas: Canvas,
@@ -607,88 +491,17 @@ def write_canvas(
     overwrite: bool = False,
     progress: bool = True,
 ) -> CanvasReport:
-    """Render ``canvas`` tile by tile into an OME-Zarr and/or pyramidal OME-TIFFs (see module docstring)."""
-    from tqdm.auto import tqdm
-
-    if out is None and zarr_path is None:
-        raise DatagenError("give an output: an OME-TIFF path (--out) and/or an OME-Zarr path (--zarr)")
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
-    if tiff_tile < 16 or tiff_tile % 16:
-        raise ValueError(f"TIFF tile size must be a multiple of 16, got {tiff_tile}")
-    tiles = canvas.tiles(tile)
-    classes = classes or [{"id": c.id, "name": c.name, "color": "#808080"} for c in canvas.classes]
-    outputs = []
-    if out is not None:
-        mask_out, json_out = mask_paths(out)
-        outputs += [Path(out), mask_out, json_out]
-    if zarr_path is not None:
-        outputs.append(Path(zarr_path))
-    for p in outputs:
-        if p.exists() and not overwrite:
-            raise DatagenError(f"{p} exists; choose another output path or pass --overwrite")
-    for p in outputs:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if p.exists() and overwrite:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-
-    t0 = time.perf_counter()
-    levels = pyramid_shapes(canvas.size, tiff_tile)
-    meta = {"tool": "datagen canvas", "canvas": canvas.describe(), "classes": classes, **(attrs or {})}
+    """Render ``canvas`` tile by tile into an OME-Zarr and/or pyramidal OME-TIFFs (:mod:`datagen.writers.slide`)."""
     from . import __version__
 
-    meta["tool_version"] = __version__
-    zpath = Path(zarr_path) if zarr_path is not None else Path(out).with_name(f".{Path(out).name}.zarr-{uuid.uuid4().hex[:8]}")  # type: ignore[arg-type]
-    store = _ZarrCanvas(zpath, classes, tiff_tile, levels, meta, mpp)
-    try:
-        bar = tqdm(total=len(tiles), unit="tile", desc="canvas", disable=not progress, dynamic_ncols=True)
-
-        def write(t: tuple[int, int, int, int], img: np.ndarray) -> None:
-            y0, y1, x0, x1 = t
-            store.write(0, y0, x0, img.transpose(2, 0, 1), canvas.mask_region(y0, y1, x0, x1))
-
-        with ThreadPoolExecutor(1, thread_name_prefix="canvas-writer") as pool:
-            pending: deque[Future[None]] = deque()
-            try:
-                for t in tiles:
-                    img = canvas.render_tile(*t)
-                    while len(pending) >= 2:  # bounded memory: at most two tiles wait for the writer
-                        pending.popleft().result()
-                        bar.update(1)
-                    pending.append(pool.submit(write, t, img))
-                while pending:
-                    pending.popleft().result()
-                    bar.update(1)
-            except BaseException:
-                for f in pending:
-                    f.cancel() or f.exception()
-                raise
-        bar.close()
-        render_s = time.perf_counter() - t0
-
-        chunks = sum(-(-h // tiff_tile) * -(-w // tiff_tile) for h, w in levels[1:])
-        tiff_tiles = sum(-(-h // tiff_tile) * -(-w // tiff_tile) for h, w in levels) * 2 if out is not None else 0
-        bar = tqdm(total=chunks + tiff_tiles, unit="tile", desc="pyramid", disable=not progress, dynamic_ncols=True)
-        for k in range(1, len(levels)):
-            store.build_level(k, tiff_tile, bar)
-        image_out = mask_out_p = None
-        if out is not None:
-            image_out = Path(out)
-            mask_out_p, json_out = mask_paths(out)
-            comp = _tiff_compression(compression, jpeg_quality)
-            lossless = _tiff_compression("zlib" if compression == "jpeg" else compression, jpeg_quality)
-            _write_tiff(image_out, store, kind="image", tile=tiff_tile, compression=comp, mpp=mpp,
-                        name="image", bar=bar)
-            _write_tiff(mask_out_p, store, kind="mask", tile=tiff_tile, compression=lossless, mpp=mpp,
-                        name="mask", bar=bar)
-            json_out.write_text(json.dumps({**meta, "image": image_out.name, "mask": mask_out_p.name,
-                                            "levels": [list(s) for s in levels]}, indent=2) + "\n")
-        bar.close()
-    finally:
-        if zarr_path is None:
-            shutil.rmtree(zpath, ignore_errors=True)
-    return CanvasReport(image_out, mask_out_p, Path(zarr_path) if zarr_path is not None else None, canvas.size,
-                        levels, len(tiles), canvas.margin, time.perf_counter() - t0, render_s)
+    tiles = canvas.tiles(tile)
+    classes = classes or [{"id": c.id, "name": c.name, "color": "#808080"} for c in canvas.classes]
+    meta = {"tool": "datagen canvas", "canvas": canvas.describe(), "classes": classes, **(attrs or {}),
+            "tool_version": __version__}
+    rep = write_slide(canvas.size, tiles, canvas.render_pair, out=out, zarr_path=zarr_path, tiff_tile=tiff_tile,
+                      compression=compression, jpeg_quality=jpeg_quality, mpp=mpp, classes=classes, meta=meta,
+                      overwrite=overwrite, progress=progress)
+    return CanvasReport(**{f.name: getattr(rep, f.name) for f in fields(SlideReport)}, margin=canvas.margin)
 
 
 def render_canvas(
@@ -713,8 +526,8 @@ def render_canvas(
                                         layout_scale=layout_scale, margin=margin, generator=generator,
                                         trust_pickles=trust_pickles)
     classes = [{"id": c.id, "name": c.name, "color": c.color} for c in recipe.classes]
-    attrs = {"recipe": Path(recipe_path).read_text(), "recipe_file": str(recipe_path), "model": recipe.model_spec}
-    if canvas.ignore_index is not None and canvas.keep_ids:
+    attrs = {"recipe": recipe.file.read_text(), "recipe_file": str(recipe.file), "model": recipe.model_spec}
+    if canvas.ignore_index is not None:  # keep regions, and with mask: rendered unsure pixels and boundary strips
         attrs["ignore_index"] = canvas.ignore_index
     return write_canvas(canvas, out=out, zarr_path=zarr_path, tile=tile, classes=classes, attrs=attrs, **write_options)
 

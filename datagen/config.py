@@ -8,6 +8,7 @@ reported the same way: ``recipe.yaml: classes[2].color: expected ...``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -132,16 +133,55 @@ def field_path(loc: tuple[Any, ...], prefix: str | None = None) -> str:
     return out or "(top level)"
 
 
-def describe_validation_error(err: dict[str, Any]) -> str:
+def model_at(model: type[BaseModel], path: Sequence[Any]) -> type[BaseModel] | None:
+    """The nested model that a pydantic location leads into, or None where it leaves models.
+
+    Each part that names a field of the current model follows that field into the model
+    its annotation holds (inside lists, dicts, unions, ``Annotated``); list indices and
+    dict keys are passed over. ``model_at(Recipe, ("classes", 2))`` is ``ClassSpec``.
+    """
+    current: type[BaseModel] | None = model
+    for part in path:
+        info = current.model_fields.get(part) if current is not None and isinstance(part, str) else None
+        if info is None:
+            continue
+        current, stack = None, [info.annotation]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                current = t
+                break
+            stack.extend(getattr(t, "__args__", None) or ())
+    return current
+
+
+def describe_validation_error(err: dict[str, Any], model: type[BaseModel] | None = None) -> str:
+    """One pydantic error as a sentence saying what was expected.
+
+    With the validated ``model``, an unknown field lists the fields allowed there, a
+    missing field quotes its ``Field(description=...)`` as the expectation, and a value
+    that should be a mapping names that mapping's fields.
+    """
     msg = err.get("msg", "invalid value")
-    if err.get("type") == "extra_forbidden":
-        return "unknown field"
-    if err.get("type") == "missing":
-        return "required field is missing"
-    if err.get("type") == "value_error":  # our validators' messages already say what they got
+    kind, loc = err.get("type"), tuple(err.get("loc", ()))
+    if kind == "extra_forbidden":
+        owner = model_at(model, loc[:-1]) if model is not None and loc else None
+        if owner is None:
+            return "unknown field"
+        return f"unknown field {str(loc[-1])!r}; expected one of: {', '.join(owner.model_fields)}"
+    if kind == "missing":
+        owner = model_at(model, loc[:-1]) if model is not None and loc else None
+        info = owner.model_fields.get(loc[-1]) if owner is not None else None
+        hint = info.description if info is not None else None
+        return "required field is missing" + (f"; expected {hint}" if hint else "")
+    if kind == "value_error":  # our validators' messages already say what they got
         return str(msg).removeprefix("Value error, ")
+    if model is not None and kind in ("model_type", "model_attributes_type", "dict_type"):
+        target = model_at(model, loc)
+        what = f"a mapping {{{', '.join(target.model_fields)}}}" if target is not None else "a mapping"
+        return f"expected {what}, got {excerpt(err.get('input'))}"
     inp = err.get("input")
-    if inp is not None and err.get("type") not in ("missing",):
+    if inp is not None:
         return f"{msg} (got {excerpt(inp)})"
     return msg
 
@@ -149,15 +189,21 @@ def describe_validation_error(err: dict[str, Any]) -> str:
 def parse_model(model: type[M], data: Any, *, file: str | os.PathLike | None = None, prefix: str | None = None) -> M:
     """Validate ``data`` as ``model``; the first error becomes a :class:`ConfigError`.
 
-    All errors are listed in the message when there are several, one per line.
+    Up to three more errors follow in the message (``(also: field: problem; ...)``). A
+    ConfigError that one of the model's own validators raises gets ``file`` (and ``prefix``).
     """
     try:
         return model.model_validate(data if data is not None else {})
     except ValidationError as e:
-        errs = e.errors()
+        errs = e.errors(include_url=False)
         first = errs[0]
-        msg = describe_validation_error(first)
+        msg = describe_validation_error(first, model)
         if len(errs) > 1:
-            rest = "; ".join(f"{field_path(x['loc'], prefix)}: {describe_validation_error(x)}" for x in errs[1:4])
+            rest = "; ".join(f"{field_path(x['loc'], prefix)}: {describe_validation_error(x, model)}" for x in errs[1:4])
             msg += f" (also: {rest}{'; ...' if len(errs) > 4 else ''})"
         raise ConfigError(msg, file=file, field=field_path(first["loc"], prefix)) from None
+    except ConfigError as e:
+        if e.file is not None:
+            raise
+        field = f"{prefix}.{e.field}" if prefix and e.field else (e.field or prefix)
+        raise ConfigError(e.message, file=file, field=field) from None

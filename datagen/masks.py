@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .errors import DatagenError
+
 DEFAULT_IGNORE = 255
 """The ignore value written where a mask pixel claims no class (recipes: ``ignore_index``)."""
 
@@ -233,7 +235,7 @@ def _fit(features: list[list[torch.Tensor]], cells: np.ndarray, *, class_ids: Se
         for l, f in enumerate(features[i]):
             xs[l].append(_sample_at((f.float() - mean[l]) / std[l], py, px, (H, W)))
     if not ys:
-        raise ValueError("mask: rendered found no painted cell interiors in its calibration renders; "
+        raise DatagenError("mask: rendered found no painted cell interiors in its calibration renders; "
                          "make regions larger (layout) or use mask: cells")
     X = [torch.cat(x) for x in xs]
     Y = torch.from_numpy(np.concatenate(ys))

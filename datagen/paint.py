@@ -1,14 +1,22 @@
-"""Painting: replace pixels of a hidden layer with activation vectors.
+"""Painting: replace pixels of a hidden layer with activation vectors, and edit single units.
 
 This is the paper's core operation (sec. 3.2) as a pure tensor function. Full and
 grid replace (sec. 3.1) are special cases: a label map that is all one class, or
-one that marks the grid blocks and keeps everything else.
+one that marks the grid blocks and keeps everything else. :func:`grid_cells` is that
+grid's geometry for any window of a layer (a recipe class painted ``paint: grid``).
+:func:`edit_units` is GAN Dissection's intervention (Bau et al.): set a few channels
+("units") inside a region, to 0 (ablate) or to a value (insert).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+
+from .errors import UsageError
 
 KEEP = -1
 """Label value meaning: leave the layer's own activations here."""
@@ -74,6 +82,23 @@ def boundary_alpha(labels: torch.Tensor, soft: float) -> torch.Tensor:
     return torch.where(edge, 1.0 - soft, 1.0)
 
 
+def grid_cells(rows: Sequence[int] | torch.Tensor, cols: Sequence[int] | torch.Tensor, grid: int,
+               height: int, width: int) -> torch.Tensor:
+    """Which layer cells ``rows`` x ``cols`` (indices into a ``height`` x ``width`` layer) lie in the
+    paper's grid blocks: bool (len(rows), len(cols)). The geometry of :func:`grid_mask`, cell by cell,
+    so any window of a layer (a canvas tile) gets the blocks of the whole layer."""
+    if grid < 1:
+        raise ValueError(f"grid size must be >= 1, got {grid}")
+
+    def axis(i: torch.Tensor, n: int) -> torch.Tensor:
+        offset = i % (grid + 1)
+        return (offset < grid) & (i - offset < n - grid) & (i >= 0)
+
+    r = torch.as_tensor(rows, dtype=torch.long)
+    c = torch.as_tensor(cols, dtype=torch.long)
+    return axis(r, int(height))[:, None] & axis(c, int(width))[None, :]
+
+
 def grid_mask(height: int, width: int, grid: int) -> torch.Tensor:
     """The paper's grid-replace mask: g x g blocks from (0, 0) with stride g + 1.
 
@@ -81,13 +106,7 @@ def grid_mask(height: int, width: int, grid: int) -> torch.Tensor:
     a block starts at every multiple of g + 1 below ``size - grid`` (as in the
     reference code). Returns a bool (height, width) tensor, True inside blocks.
     """
-    if grid < 1:
-        raise ValueError(f"grid size must be >= 1, got {grid}")
-    mask = torch.zeros(height, width, dtype=torch.bool)
-    for r in range(0, max(height - grid, 0), grid + 1):
-        for c in range(0, max(width - grid, 0), grid + 1):
-            mask[r : r + grid, c : c + grid] = True
-    return mask
+    return grid_cells(torch.arange(height), torch.arange(width), grid, height, width)
 
 
 def full_replace(activations: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
@@ -112,3 +131,61 @@ def grid_replace(
         return paint(activations, torch.where(inside, 0, KEEP), v[:, None])
     bg = background.expand(n, c) if background.ndim == 1 else background
     return paint(activations, torch.where(inside, 0, 1), torch.stack([v, bg.to(v)], dim=1))
+
+
+# -- units (GAN Dissection) ------------------------------------------------------------------
+UnitMode = Literal["ablate", "insert"]
+UNIT_MODES = ("ablate", "insert")
+
+
+def resize_region(region: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A bool region (B, H, W) or (H, W) at ``size`` (h, w), by centred nearest neighbour (as painting resizes)."""
+    if tuple(region.shape[-2:]) == tuple(size):
+        return region.bool()
+    return resize_labels(region.to(torch.int64), size).bool()
+
+
+def edit_units(
+    activations: torch.Tensor,
+    region: torch.Tensor,
+    units: Sequence[int] | torch.Tensor,
+    mode: UnitMode = "ablate",
+    value: float | Sequence[float] | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Set ``units`` (channel indices) of ``activations`` (B, C, h, w) inside ``region``.
+
+    ``region``: bool (B, h, w) or (h, w). ``mode`` "ablate": the units become 0 (or
+    ``value`` if given); "insert": they become ``value`` (required): a number, one per
+    unit (k,), or one per sample and unit (B, k). Returns a new tensor.
+    """
+    if mode not in UNIT_MODES:
+        raise UsageError(f"must be one of {', '.join(UNIT_MODES)}, got {mode!r}", param="mode")
+    if activations.ndim != 4:
+        raise UsageError(f"expected activations (B, C, h, w), got shape {tuple(activations.shape)}", param="activations")
+    b, c, h, w = activations.shape
+    idx = torch.as_tensor(units, dtype=torch.long, device=activations.device).flatten()
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= c):
+        raise UsageError(f"unit indices must be in 0..{c - 1}, got {idx.tolist()}", param="units")
+    reg = region.to(activations.device).bool()
+    if reg.ndim == 2:
+        reg = reg.expand(b, h, w)
+    if tuple(reg.shape) != (b, h, w):
+        raise UsageError(f"region {tuple(region.shape)} does not match the activations' {(b, h, w)}", param="region")
+    if mode == "insert" and value is None:
+        raise UsageError("insert needs a value (a number, or one per unit)", param="value")
+    k = idx.numel()
+    if value is None:
+        val = activations.new_zeros(b, k)
+    else:
+        val = torch.as_tensor(value, dtype=activations.dtype, device=activations.device)
+        if val.ndim == 0:
+            val = val.expand(b, k)
+        elif val.shape == (k,):
+            val = val[None].expand(b, k)
+        elif val.shape != (b, k):
+            raise UsageError(f"expected a number, ({k},) or ({b}, {k}) values, got shape {tuple(val.shape)}",
+                             param="value")
+    out = activations.clone()
+    if k:
+        out[:, idx] = torch.where(reg[:, None], val[:, :, None, None], activations[:, idx])
+    return out

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .errors import UsageError
 from .generate import Job, augment_block, prepare, render_block
 
 
@@ -47,13 +48,12 @@ def outline(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (
 def preview_sheet(job: Job, num: int, *, columns: int = 2, gap: int = 4) -> np.ndarray:
     """(H, W, 3) uint8 sheet of samples ``0..num-1`` of ``job``: image | mask | outlines per sample."""
     if num < 1:
-        raise ValueError(f"preview needs at least one sample, got {num}")
+        raise UsageError(f"preview needs at least one sample, got {num}", param="num")
     if columns < 1:
-        raise ValueError(f"preview needs at least one column, got {columns}")
-    r = job.renderer
+        raise UsageError(f"preview needs at least one column, got {columns}", param="columns")
     indices = range(num)
-    layouts = np.stack([r.make_layout(i) for i in indices])
-    images, masks = render_block(job, indices, layouts, batch_size=8)
+    # the batch size is part of the output (CPU kernels group sums by batch shape): as generate renders them
+    images, masks = render_block(job, indices, None, batch_size=job.info.attrs["batch_size"])
     images, masks = augment_block(job, indices, images, masks)
     colors = {c.id: c.rgb for c in job.recipe.classes}
     ignore = job.info.ignore_index
@@ -81,7 +81,11 @@ def preview(recipe: str | os.PathLike, out: str | os.PathLike, *, num: int = 8, 
     sheet = preview_sheet(job, num, columns=columns)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(out)
+    try:
+        Image.fromarray(sheet).save(out)
+    except (ValueError, KeyError) as e:  # PIL: no image format for this file name
+        raise UsageError(f"{out}: cannot write an image with this name ({e}); use a .png file name",
+                         param="out") from None
     return out
 
 

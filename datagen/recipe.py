@@ -2,7 +2,7 @@
 
     model: builtin:tissue-small       # generator spec (default builtin:tissue-small)
     layer: dec.x16                    # optional; default: the generator's default layer
-    library: ../vector_libraries/tissue-small   # relative to this file
+    library: ../vector_libraries/tissue-small   # relative to this file; builtin:tissue-small: the shipped one
     size: [256, 256]                  # output height, width (or one int)
     classes:
       - {name: background, id: 0, color: "#f2f2f2", keep: true}
@@ -11,6 +11,9 @@
         color: "#d62728"
         vectors: [12, 40, {id: 7, weight: 2.0}]  # and/or clusters: [3], label: tumor
         weight: 1.0
+        paint: grid                   # optional: g x g blocks of the vector (paper's grid), gaps left
+        grid: 2                       #   to the generator (mask: ignore) or to between: CLASS
+        units: {layer: dec.x8, ablate: [12, 40], insert: {units: [7], value: 3.0}}   # or {top: 8, mode: ablate}
     layout: {kind: voronoi}           # validated by datagen.layouts
     paint: {soft_boundary: 0.0, resize: nearest, mask: rendered}
     ignore_index: 255                 # mask value of keep regions and unpainted slivers (null: class ids)
@@ -35,15 +38,17 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import torch
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from .augment import build_augment
-from .config import describe_validation_error, excerpt, field_path, load_yaml
+from .config import excerpt, load_yaml, parse_model
 from .errors import ConfigError, DatagenError
 from .layouts import LAYOUT_KINDS, parse_layout
+from .resources import BUILTIN, shipped_path
 
-if TYPE_CHECKING:  # no runtime import: keeps recipe loading light and free of cycles
+if TYPE_CHECKING:  # no runtime import: loading a recipe imports neither torch nor the models (and no cycles)
+    import torch
+
     from .models.generator import Generator
     from .vectors.library import VectorLibrary
 
@@ -102,6 +107,12 @@ def _layout(v: Any) -> Any:
     raise ValueError(f"expected a mapping like {{kind: voronoi, ...}} or a preset name / path, got {excerpt(v)}")
 
 
+def _fixed_style(v: Any) -> Any:
+    if isinstance(v, bool) or (isinstance(v, int) and v >= 0):
+        return v
+    raise ValueError(f"expected true, false or a style seed (an integer >= 0), got {excerpt(v)}")
+
+
 def _augment_item(v: Any) -> Any:
     if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not v["name"].strip():
         raise ValueError(f"expected a transform like {{name: HorizontalFlip, p: 0.5}}, got {excerpt(v)}")
@@ -120,18 +131,85 @@ class VectorRef(BaseModel):
     weight: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
 
 
+class UnitInsert(BaseModel):
+    """``insert: {units: [7, 9], value: 3.0}``: set these units to a value (one number, or one per unit)."""
+
+    model_config = ConfigDict(extra="forbid")
+    units: Annotated[list[StrictId], Field(min_length=1, description="unit (channel) indices like [7, 9]")]
+    value: Annotated[Annotated[float, Field(allow_inf_nan=False)] | list[Annotated[float, Field(allow_inf_nan=False)]],
+                     Field(description="a number, or one per unit, e.g. value: 3.0")]
+
+    @model_validator(mode="after")
+    def _check(self) -> "UnitInsert":
+        if isinstance(self.value, list) and len(self.value) != len(self.units):
+            raise ValueError(f"expected one value per unit ({len(self.units)}), got {len(self.value)}; "
+                             "or one number for all")
+        return self
+
+
+class UnitsSpec(BaseModel):
+    """GAN Dissection edits of a class's painted cells, after painting (datagen.vectors.units).
+
+    Explicit: ``{layer: dec.x8, ablate: [12, 40], insert: {units: [7], value: 3.0}}``. Ranked:
+    ``{top: 8, mode: ablate}`` (the class's top-IoU units of ``layer``, found once by rendering
+    ``rank_renders`` layouts; insert sets each to its top-1 % activation unless ``value`` is given).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    layer: Annotated[str, Field(min_length=1)] | None = None
+    """The layer edited: the paint layer (default) or a later one."""
+    ablate: Annotated[list[StrictId], Field(min_length=1)] | None = None
+    insert: UnitInsert | None = None
+    top: Annotated[int, Field(strict=True, ge=1)] | None = None
+    mode: Literal["ablate", "insert"] | None = None
+    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    rank_renders: Annotated[int, Field(strict=True, ge=1, le=256)] = 8
+
+    @model_validator(mode="after")
+    def _check(self) -> "UnitsSpec":
+        if self.top is None:
+            if self.ablate is None and self.insert is None:
+                raise ValueError("expected ablate: [units], insert: {units: [...], value: V} or top: K (with mode:)")
+            for key in ("mode", "value"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: goes with top: K (ranked units); explicit units say ablate: or insert:")
+            if "rank_renders" in self.model_fields_set:
+                raise ValueError("rank_renders: goes with top: K (ranked units)")
+        else:
+            if self.ablate is not None or self.insert is not None:
+                raise ValueError("top: K picks the units itself; give either top: (with mode:) or ablate:/insert:")
+            if self.value is not None and self.mode != "insert":
+                raise ValueError("value: goes with mode: insert")
+        return self
+
+    @property
+    def ranked_mode(self) -> str:
+        return self.mode or "ablate"
+
+
 class ClassSpec(BaseModel):
     """One segmentation class: its label id and colour, and what is painted where it lies."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, BeforeValidator(_name)]
-    id: Annotated[int, Field(strict=True, ge=0, le=255)]
-    color: Annotated[str, BeforeValidator(_color)]
+    name: Annotated[str, BeforeValidator(_name), Field(description="a class name such as tumor")]
+    id: Annotated[int, Field(strict=True, ge=0, le=255, description="an integer 0..255 (the mask value)")]
+    color: Annotated[str, BeforeValidator(_color), Field(description='a display colour like "#d62728"')]
     keep: Annotated[bool, Field(strict=True)] = False
     vectors: list[Annotated[VectorRef, BeforeValidator(_vector_ref)]] | None = None
     clusters: list[StrictId] | None = None
     label: Annotated[str, BeforeValidator(_name)] | None = None
     weight: Weight = 1.0
+    paint: Literal["full", "grid"] = "full"
+    """``grid``: the class's vectors go into g x g blocks of layer cells (the paper's grid), the gaps
+    keep the generator's own activations (written as ignore) or take the ``between`` class."""
+    grid: Annotated[int, Field(strict=True, ge=1, le=16)] | None = None
+    between: Annotated[str, BeforeValidator(_name)] | None = None
+    units: UnitsSpec | None = None
+
+    @property
+    def grid_size(self) -> int:
+        """g of ``paint: grid`` (default 2), 0 for whole regions."""
+        return (self.grid or 2) if self.paint == "grid" else 0
 
     @property
     def rgb(self) -> tuple[int, int, int]:
@@ -167,8 +245,9 @@ class Recipe(BaseModel):
     layer: Annotated[str, Field(min_length=1)] | None = None
     library: Annotated[str, Field(min_length=1)] | None = None
     size: Annotated[tuple[Annotated[int, Field(strict=True, ge=1)], Annotated[int, Field(strict=True, ge=1)]],
-                    BeforeValidator(_size)]
-    classes: Annotated[list[ClassSpec], Field(min_length=1)]
+                    BeforeValidator(_size), Field(description="[height, width] in px or one integer, e.g. size: [256, 256]")]
+    classes: Annotated[list[ClassSpec], Field(min_length=1, description=(
+        'a list of classes like - {name: tumor, id: 1, color: "#d62728", vectors: [0, 1]}'))]
     layout: Annotated[Any, BeforeValidator(_layout)] = None
     paint: PaintOptions = Field(default_factory=PaintOptions)
     ignore_index: Annotated[int, Field(strict=True, ge=0, le=255)] | None = 255
@@ -177,6 +256,10 @@ class Recipe(BaseModel):
     augment: list[Annotated[dict[str, Any], BeforeValidator(_augment_item)]] = Field(default_factory=list)
     trust: Annotated[bool, Field(strict=True)] = False
     """Allow a ``stylegan2:`` pickle as ``model``: unpickling runs code from the file (same as --trust-pickles)."""
+    fixed_style: Annotated[bool | int, BeforeValidator(_fixed_style)] = False
+    """StyleGAN2 only: every sample shares the styles that act after the paint layer (``true``: the
+    style of seed 0, an integer: of that seed), so they cannot change what a painted vector draws
+    (docs/vectors.md#inputs-after-the-paint-layer)."""
 
     _file: Path | None = PrivateAttr(default=None)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -209,6 +292,7 @@ class Recipe(BaseModel):
                     "(or keep: true to keep the layer's own activations)",
                     field=f"classes[{i}]",
                 )
+            self._check_grid(i, c)
         if self.library is None and any(not c.keep for c in self.classes):
             raise ConfigError("a vector library directory is required when a class paints vectors", field="library")
         if self.ignore_index is not None and self.ignore_index in seen["id"]:
@@ -216,6 +300,31 @@ class Recipe(BaseModel):
             raise ConfigError(f"ignore_index {self.ignore_index} is also the id of class {c.name!r}; "
                               "choose another ignore value (or class id)", field="ignore_index")
         return self
+
+    def _check_grid(self, i: int, c: ClassSpec) -> None:
+        if c.paint != "grid":
+            for key in ("grid", "between"):
+                if getattr(c, key) is not None:
+                    raise ConfigError(f"{key}: applies to grid painting; add paint: grid (or remove {key}:)",
+                                      field=f"classes[{i}].{key}")
+            return
+        if c.keep:
+            raise ConfigError("paint: grid needs a class that paints vectors; a keep: true class paints nothing",
+                              field=f"classes[{i}].paint")
+        if c.between is not None:
+            others = {o.name: o for o in self.classes}
+            b = others.get(c.between)
+            if b is None or b is c or b.keep or b.paint == "grid":
+                why = ("no class has that name" if b is None else "it is the class itself" if b is c else
+                       "it is a keep class, and gaps keep the generator's own activations anyway (leave between out)"
+                       if b.keep else "it is painted in a grid itself")
+                painted = [o.name for o in self.classes if o is not c and not o.keep and o.paint != "grid"]
+                raise ConfigError(f"between {c.between!r}: expected another class painted over whole regions "
+                                  f"({', '.join(painted) or 'none'}); {why}", field=f"classes[{i}].between")
+        elif self.ignore_index is None:
+            raise ConfigError(f"class {c.name!r} is painted in a grid, and its gaps show the generator's own "
+                              "activations, which no class names; set ignore_index or between: CLASS",
+                              field=f"classes[{i}].between")
 
     # -- paths --------------------------------------------------------------
     @property
@@ -228,9 +337,12 @@ class Recipe(BaseModel):
 
     @property
     def library_path(self) -> Path | None:
-        """The vector library directory, resolved against the recipe file's folder."""
+        """The vector library directory, resolved against the recipe file's folder
+        (``builtin:NAME``: a library shipped with datagen, see datagen.resources)."""
         if self.library is None:
             return None
+        if self.library.startswith(BUILTIN):
+            return shipped_path("libraries", self.library, file=self._file, field="library")
         p = Path(self.library).expanduser()
         return p if p.is_absolute() else self._base_dir / p
 
@@ -252,6 +364,11 @@ class Recipe(BaseModel):
     @property
     def layer_name(self) -> str | None:
         return self.layer
+
+    @property
+    def style_seed(self) -> int | None:
+        """The seed of the shared style (``fixed_style``), or None when each sample has its own."""
+        return None if self.fixed_style is False else (0 if self.fixed_style is True else int(self.fixed_style))
 
     def palette(self) -> dict[int, tuple[int, int, int]]:
         """Class id -> RGB colour."""
@@ -290,7 +407,8 @@ class Recipe(BaseModel):
         """The layout as datagen.layouts parses it (the raw data when that module is absent),
         checked against the recipe's class names."""
         if self._layout is None and self.layout is not None:
-            spec = _as_config_error(parse_layout, self.layout_data(), file=self._file, field="layout", base_dir=self._base_dir)
+            spec = _as_config_error(parse_layout, self.layout_data(), file=self._file, field="layout", base_dir=self._base_dir,
+                                    classes={c.name: c.weight for c in self.classes})  # fills the class fields a preset leaves out
             check = getattr(spec, "check_classes", None)
             if callable(check):
                 try:
@@ -302,6 +420,20 @@ class Recipe(BaseModel):
                     raise ConfigError(e.message, file=e.file or self._file, field=e.field or "layout") from None
             self._layout = spec
         return self._layout if self._layout is not None else self.layout
+
+    def with_layout(self, layout: Any) -> "Recipe":
+        """A copy that draws ``layout`` (a mapping, a preset name or a YAML path) instead of its own,
+        parsed and checked against the classes like the original (a canvas's whole-slide layout)."""
+        if isinstance(layout, os.PathLike) or (isinstance(layout, str) and os.path.exists(layout)):
+            layout = str(Path(layout).resolve())  # a file named relative to the caller, not the recipe
+        try:
+            layout = _layout(layout)
+        except ValueError as e:
+            raise ConfigError(str(e), file=self._file, field="layout") from None
+        copy = self.model_copy(update={"layout": layout})
+        copy._layout = None
+        copy.parsed_layout()
+        return copy
 
     def augmentation(self) -> Any:
         """The augmentation pipeline as datagen.augment builds it (raw list when absent/empty)."""
@@ -328,6 +460,13 @@ class Recipe(BaseModel):
         lh, lw = gen.layer_size(layer, tuple(self.size))
         if lh < 1 or lw < 1:
             raise ConfigError(f"{where} has no pixels at {self.size[0]}x{self.size[1]}", file=f, field="size")
+        from .models.caveats import warn_paint_layer
+
+        if self.style_seed is not None and not hasattr(gen, "set_fixed_style"):
+            raise ConfigError(f"fixed_style applies to StyleGAN2 models only; model {self.model!r} has no style inputs",
+                              file=f, field="fixed_style")
+        warn_paint_layer(gen, layer)  # conditioning or styles entering after the paint layer (paper sec. 4.4)
+        self._validate_grid_and_units(gen, layer, (lh, lw))
         if library is None:
             if any(not c.keep for c in self.classes):
                 raise ConfigError("a vector library is required when a class paints vectors", file=f, field="library")
@@ -372,67 +511,56 @@ class Recipe(BaseModel):
                                   file=f, field=f"classes[{i}].label")
 
 
+    def _validate_grid_and_units(self, gen: "Generator", layer: str, layer_size: tuple[int, int]) -> None:
+        """Grid classes place a block in the layer; unit edits name a layer at or after the paint layer
+        and units it has."""
+        from .paint import grid_mask
+
+        f = self._file
+        names = [i.name for i in gen.layers()]
+        for i, c in enumerate(self.classes):
+            g = c.grid_size
+            if g and not grid_mask(*layer_size, g).any():
+                raise ConfigError(f"grid {g} places no block in layer {layer!r}, which is only {layer_size[0]}x"
+                                  f"{layer_size[1]} at {self.size[0]}x{self.size[1]} px; it needs at least "
+                                  f"{g + 1}x{g + 1} cells: use a smaller grid or a larger size",
+                                  file=f, field=f"classes[{i}].grid")
+            u = c.units
+            if u is None:
+                continue
+            where = f"classes[{i}].units"
+            name = u.layer or layer
+            if name not in names:
+                raise ConfigError(f"model {self.model!r} has no layer {name!r}; its layers are: {', '.join(names)}",
+                                  file=f, field=f"{where}.layer")
+            if names.index(name) < names.index(layer):
+                later = ", ".join(names[names.index(layer):])
+                raise ConfigError(f"layer {name!r} comes before the paint layer {layer!r}, where painting would "
+                                  f"overwrite the edit; expected the paint layer or a later one: {later}",
+                                  file=f, field=f"{where}.layer")
+            channels = gen.layer(name).channels
+            for key, ids in (("ablate", u.ablate or []), ("insert.units", u.insert.units if u.insert else [])):
+                for j, unit in enumerate(ids):
+                    if unit >= channels:
+                        raise ConfigError(f"unit {unit} is out of range: layer {name!r} has {channels} units "
+                                          f"(0..{channels - 1})", file=f, field=f"{where}.{key}[{j}]")
+            if u.top is not None and u.top > channels:
+                raise ConfigError(f"top {u.top} is more than the {channels} units of layer {name!r}",
+                                  file=f, field=f"{where}.top")
+
+
 # -- loading ---------------------------------------------------------------------------
-_ALLOWED = {
-    "": Recipe, "classes[]": ClassSpec, "paint": PaintOptions, "classes[].vectors[]": VectorRef,
-}
-_EXPECTED_MAPPING = {"classes[]": "a class mapping {name, id, color, ...}", "paint": "a mapping {soft_boundary, resize, mask, min_confidence, boundary_ignore}",
-                     "": "a mapping of recipe fields"}
-
-
-_EXPECTED_MISSING = {
-    "size": "[height, width] in px or one integer, e.g. size: [256, 256]",
-    "classes": "a list of classes like - {name: tumor, id: 1, color: \"#d62728\", vectors: [0, 1]}",
-    "classes[].name": "a class name such as tumor",
-    "classes[].id": "an integer 0..255 (the mask value)",
-    "classes[].color": 'a display colour like "#d62728"',
-}
-
-
-def _generic(loc: tuple[Any, ...]) -> str:
-    return re.sub(r"\[\d+\]", "[]", field_path(loc)) if loc else ""
-
-
-def _describe(err: dict[str, Any]) -> str:
-    """One pydantic error as a sentence saying what was expected."""
-    kind, loc = err.get("type"), tuple(err.get("loc", ()))
-    if kind == "extra_forbidden" and loc:
-        model = _ALLOWED.get(_generic(loc[:-1]))
-        allowed = f"; expected one of: {', '.join(model.model_fields)}" if model is not None else ""
-        return f"unknown field {str(loc[-1])!r}{allowed}"
-    if kind == "value_error":
-        return str(err.get("msg", "")).removeprefix("Value error, ")
-    if kind == "missing":
-        expected = _EXPECTED_MISSING.get(_generic(loc))
-        return "required field is missing" + (f"; expected {expected}" if expected else "")
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        what = _EXPECTED_MAPPING.get(_generic(loc), "a mapping")
-        return f"expected {what}, got {excerpt(err.get('input'))}"
-    return describe_validation_error(err)
-
-
-def _validate(data: dict[str, Any], file: Path) -> Recipe:
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as e:
-        errs = e.errors(include_url=False)
-        msg = _describe(errs[0])
-        if len(errs) > 1:
-            rest = "; ".join(f"{field_path(x['loc'])}: {_describe(x)}" for x in errs[1:4])
-            msg += f" (also: {rest}{'; ...' if len(errs) > 4 else ''})"
-        raise ConfigError(msg, file=file, field=field_path(errs[0]["loc"])) from None
-    except ConfigError as e:  # raised by Recipe._check_classes, which does not know the file
-        raise ConfigError(e.message, file=e.file or file, field=e.field) from None
-
-
 def load_recipe(path: str | os.PathLike) -> Recipe:
     """Read and validate a recipe file (schema, classes, layout and augmentation).
 
     Raises ConfigError (file, field, expectation) for every problem, YAML syntax errors
     included (with line and column). Checks that need the model and the library are in
-    :meth:`Recipe.validate_against`.
+    :meth:`Recipe.validate_against`. ``builtin:NAME`` names a recipe shipped with datagen
+    (``builtin:tissue-small-demo``: recipes/tissue-small-demo.yaml, also in a wheel install).
     """
     p = Path(path)
+    if str(path).startswith(BUILTIN) and not p.exists():
+        p = shipped_path("recipes", str(path))
     try:
         raw = load_yaml(p)
     except (UnicodeDecodeError, OSError) as e:
@@ -443,7 +571,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
         raise ConfigError(
             f"expected a mapping of recipe fields (model, layer, library, size, classes, layout, paint, augment), "
             f"got a {type(raw).__name__}", file=p)
-    recipe = _validate(raw, p)
+    recipe = parse_model(Recipe, raw, file=p)
     recipe._file = p
     recipe._base_dir = p.parent if str(p.parent) else Path(".")
     recipe.parsed_layout()
@@ -521,6 +649,8 @@ def resolve_class_vectors(recipe: Recipe, library: "VectorLibrary") -> dict[str,
 
     See :func:`resolve_class_vector_ids` for which vectors belong to a class.
     """
+    import torch
+
     return {
         name: (library.get(ids), torch.tensor(w, dtype=torch.float32))
         for name, (ids, w) in resolve_class_vector_ids(recipe, library).items()
@@ -528,6 +658,6 @@ def resolve_class_vectors(recipe: Recipe, library: "VectorLibrary") -> dict[str,
 
 
 __all__ = [
-    "ClassSpec", "PaintOptions", "Recipe", "VectorRef", "load_recipe",
+    "ClassSpec", "PaintOptions", "Recipe", "UnitInsert", "UnitsSpec", "VectorRef", "load_recipe",
     "resolve_class_vector_ids", "resolve_class_vectors",
 ]

@@ -8,15 +8,15 @@ import numpy as np
 from conftest import make_tiny_assets
 import pytest
 import tifffile
+import tiffslide
 import torch
 import zarr
 
 from datagen.canvas import canvas_from_recipe, mask_paths, pyramid_shapes, render_canvas
 from datagen.cli.canvas import add_canvas_command
+from datagen.masks import cell_boundary_distance
 from datagen.models import DigipathUNet, UNetConfig, load_checkpoint, save_generator
 from datagen.vectors import extract_vectors
-
-tiffslide = pytest.importorskip("tiffslide")
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +31,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    """A tiny random generator checkpoint, a vector library extracted from it, and a recipe."""
+    """A tiny random generator checkpoint, a vector library extracted from it, and a recipe
+    writing mask: cells (exact and cheap; mask: rendered has a test of its own)."""
     d = tmp_path_factory.mktemp("canvas-assets")
-    return d, make_tiny_assets(d, cells="[12, 20]")
+    recipe = make_tiny_assets(d, cells="[12, 20]")
+    recipe.write_text(recipe.read_text() + "paint: {mask: cells}\n")
+    return d, recipe
 
 
 def test_pyramidal_ome_tiff_and_zarr(assets, tmp_path):
@@ -64,7 +67,7 @@ def test_pyramidal_ome_tiff_and_zarr(assets, tmp_path):
         assert tf.is_ome and tf.pages[0].is_tiled and tf.pages[0].tilewidth == 256
         assert len(tf.series[0].levels) == 3 and tf.pages[0].compression != 1  # compressed
 
-    # the mask (the painted cells: canvases do not render masks) evaluated for the whole canvas at once
+    # the mask (mask: cells, the painted cells) evaluated for the whole canvas at once
     canvas, _ = canvas_from_recipe(recipe, size=(1024, 1024), seed=5, device="cpu")
     np.testing.assert_array_equal(mask0, canvas.mask_region(0, 1024, 0, 1024))
     np.testing.assert_array_equal(mask2, mask0[::4, ::4])  # nearest-neighbour levels keep ids exact
@@ -187,3 +190,55 @@ def test_errors(assets, tmp_path):
     out.write_bytes(b"")
     with pytest.raises(Exception, match="exists"):
         render_canvas(recipe, size=256, out=out, device="cpu", progress=False)
+
+
+def test_rendered_mask_follows_drawn_boundaries_and_tiles_agree(assets, tmp_path):
+    """mask: rendered on a canvas: the classifier a dataset fits reads each tile's window; the
+    tiles agree with one pass over the canvas, away from boundaries the mask is the painted cell,
+    keep regions and boundary strips are the ignore value, and the written TIFF is the tiles."""
+    d, recipe = assets
+    rendered = d / "rendered.yaml"  # beside the library it names
+    rendered.write_text(recipe.read_text().replace("paint: {mask: cells}",
+                                                   "paint: {mask: rendered, boundary_ignore: 1}"))
+    canvas, _ = canvas_from_recipe(rendered, size=(256, 256), seed=3, device="cpu")
+    assert canvas.mask_mode == "rendered" and canvas.describe()["boundary_ignore"] == 1
+    _, full = canvas.render_tile_pair(0, 256, 0, 256)  # one pass: the window is the whole canvas
+    tiled = np.zeros_like(full)
+    for y0, y1, x0, x1 in canvas.tiles(128):
+        img, tiled[y0:y1, x0:x1] = canvas.render_tile_pair(y0, y1, x0, x1)
+        np.testing.assert_array_equal(img, canvas.render_tile(y0, y1, x0, x1))  # same image as without masks
+    assert (tiled != full).mean() < 2e-3
+
+    cells = canvas.cells_region(0, 256, 0, 256)
+    far = cell_boundary_distance(cells) > 2 * canvas.stride  # beyond the classifier's band and the strip
+    np.testing.assert_array_equal(full[far], np.where(cells[far] == 0, 255, cells[far]))  # keep class 0 -> ignore
+    assert 0 not in np.unique(full) and {1, 2} <= set(np.unique(full))
+    # a 1-px ignore strip on each side of every boundary between painted classes
+    painted = (full == 1) | (full == 2)
+    assert not (painted[:, 1:] & painted[:, :-1] & (full[:, 1:] != full[:, :-1])).any()
+
+    out = tmp_path / "rendered.ome.tif"
+    render_canvas(rendered, size=256, out=out, seed=3, tile=128, tiff_tile=128, device="cpu", progress=False)
+    np.testing.assert_array_equal(tifffile.imread(mask_paths(out)[0]), tiled)
+
+
+def test_streams_are_keyed_as_before():
+    """The general stream (seed, *parts, purpose) is the key per-sample and canvas streams always used:
+    SeedSequence([seed, *parts, blake2b-32 of the purpose]), torch generators seeded from two words."""
+    import hashlib
+
+    from datagen.seeding import sample_rng, sample_torch_generator, stream_rng, stream_torch_generator
+
+    def key(purpose):
+        return int.from_bytes(hashlib.blake2b(purpose.encode(), digest_size=4).digest(), "little")
+
+    ss = np.random.SeedSequence([5, 3, 7, key("canvas-noise")])
+    assert stream_rng(5, 3, 7, purpose="canvas-noise").integers(2**62) == np.random.default_rng(ss).integers(2**62)
+    state = ss.generate_state(2, dtype=np.uint32)
+    g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    assert stream_torch_generator(5, 3, 7, purpose="canvas-noise").initial_seed() == g.initial_seed()
+    assert sample_rng(2, 9, "layout").integers(2**62) == stream_rng(2, 9, purpose="layout").integers(2**62)
+    assert (sample_torch_generator(2, 9, "noise").initial_seed()
+            == stream_torch_generator(2, 9, purpose="noise").initial_seed())
+    with pytest.raises(ValueError, match="non-negative"):
+        stream_rng(1, -1, purpose="x")

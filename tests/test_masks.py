@@ -129,10 +129,12 @@ def test_rendered_mode_moves_boundaries_only_near_them(assets):
     assert diff.mean() < 0.25
 
 
-def test_canvas_refuses_an_explicit_rendered_mask(assets, tmp_path):
+def test_canvas_writes_an_explicit_rendered_mask(assets, tmp_path):
     from datagen.canvas import canvas_from_recipe
 
     d, _ = assets
-    with pytest.raises(ConfigError) as e:
-        canvas_from_recipe(_recipe(d, "canvas-rendered.yaml", "mask: rendered"), size=(128, 128), device="cpu")
-    assert e.value.field == "paint.mask"
+    canvas, _ = canvas_from_recipe(_recipe(d, "canvas-rendered.yaml", "mask: rendered"), size=(128, 128), device="cpu")
+    assert canvas.mask_mode == "rendered"
+    mask = canvas.mask_region(0, 128, 0, 128)
+    assert 0 not in np.unique(mask)  # the keep class is written as the ignore value, never as a class
+    assert set(np.unique(mask)) - {255}  # and painted classes are claimed somewhere

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,9 +115,6 @@ def test_union_of_sources_keeps_explicit_weight(workdir: Path) -> None:
 
 
 def test_layout_defaults_to_class_weights_and_checks_names(workdir: Path) -> None:
-    layouts = pytest.importorskip("datagen.layouts")
-    if not hasattr(layouts, "parse_layout"):
-        pytest.skip("datagen.layouts has no parse_layout yet")
     recipe = load_recipe(write(workdir, base_recipe()))
     assert recipe.layout_data()["classes"] == {"background": 1.0, "tumor": 1.0, "stroma": 2.0, "necrosis": 1.0}
     assert recipe.parsed_layout().class_names() == {"background", "tumor", "stroma", "necrosis"}
@@ -166,7 +166,11 @@ def test_yaml_syntax_error_names_line(workdir: Path) -> None:
         (lambda d: d["classes"][1].update(id=256), "classes[1].id", ["255"]),
         (lambda d: d["classes"][1].update(colour="red"), "classes[1].colour", ["unknown field", "color"]),
         (lambda d: d.update(sise=48), "sise", ["unknown field", "size"]),
-        (lambda d: d.pop("size"), "size", ["required"]),
+        (lambda d: d.pop("size"), "size", ["required", "expected [height, width]"]),
+        (lambda d: d["classes"][1].pop("id"), "classes[1].id", ["required", "0..255"]),
+        (lambda d: d["classes"].__setitem__(1, "tumor"), "classes[1]",
+         ["expected a mapping {name, id, color, keep, vectors, clusters, label, weight, paint, grid, between, units}", "'tumor'"]),
+        (lambda d: d.update(paint=3), "paint", ["expected a mapping {soft_boundary, resize, mask"]),
         (lambda d: d.update(size=[48]), "size", ["height, width"]),
         (lambda d: d.update(size=[48, -8]), "size[1]", ["greater than or equal to 1"]),
         (lambda d: d.update(classes=[]), "classes", ["at least 1"]),
@@ -308,3 +312,11 @@ def test_recipe_constructed_in_python_validates_too() -> None:
     with pytest.raises(ConfigError, match="duplicate class id"):
         Recipe.model_validate({"size": 32, "classes": [{"name": "a", "id": 0, "color": "#000", "keep": True},
                                                        {"name": "b", "id": 0, "color": "#111", "keep": True}]})
+
+
+def test_loading_a_recipe_does_not_import_torch(workdir: Path) -> None:
+    """Parsing and checking a recipe (schema, classes, layout) stays light: torch loads with the model.
+    (An ``augment:`` list does import it: albumentations 2 imports torch for its ToTensorV2.)"""
+    path = write(workdir, {k: v for k, v in base_recipe().items() if k != "augment"})
+    code = f"import sys; from datagen.recipe import load_recipe; load_recipe({str(path)!r}); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

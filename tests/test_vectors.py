@@ -54,41 +54,7 @@ def cond_gen() -> DigipathGenerator:
     return DigipathGenerator(DigipathUNet(cfg), conditioning=torch.randn(20, 6))
 
 
-# -- grid geometry ---------------------------------------------------------------
-def _expected_block_starts(size: int, g: int) -> list[int]:
-    return [s for s in range(0, size, g + 1) if s < size - g]
-
-
-@pytest.mark.parametrize("g", [1, 2, 3, 4, 5])
-@pytest.mark.parametrize("hw", [(6, 6), (8, 8), (12, 12), (16, 16), (7, 9)])
-def test_grid_mask_geometry(hw: tuple[int, int], g: int) -> None:
-    h, w = hw
-    m = grid_mask(h, w, g)
-    assert m.shape == (h, w) and m.dtype == torch.bool
-    rows, cols = _expected_block_starts(h, g), _expected_block_starts(w, g)
-    expected = torch.zeros(h, w, dtype=torch.bool)
-    for r in rows:
-        for c in cols:
-            expected[r : r + g, c : c + g] = True
-    assert torch.equal(m, expected)
-    # no block starts at or beyond size - g; blocks are g wide; one gap row/column between blocks
-    for starts, size, axis in ((rows, h, 1), (cols, w, 0)):
-        assert all(s < size - g for s in starts)
-        assert all(b - a == g + 1 for a, b in zip(starts, starts[1:]))
-        covered = m.any(dim=axis)
-        for a, b in zip(starts, starts[1:]):
-            assert covered[a : a + g].all() and not covered[a + g] and b == a + g + 1
-        if starts:  # nothing after the last block
-            assert not covered[starts[-1] + g :].any()
-
-
-def test_grid_mask_literal_examples() -> None:
-    assert grid_mask(6, 6, 2)[:, 0].tolist() == [True, True, False, True, True, False]
-    assert grid_mask(8, 8, 2)[:, 0].tolist() == [True, True, False, True, True, False, False, False]
-    assert grid_mask(4, 4, 1)[0].tolist() == [True, False, True, False]
-    assert not grid_mask(2, 2, 2).any()  # too small: 0 < 2 - 2 fails
-
-
+# -- grid geometry (grid_mask itself: tests/test_paint.py) --------------------------
 def test_grid_mask_at_image_is_nearest_upsample(gen: DigipathGenerator) -> None:
     m = grid_mask_at_image(gen, "dec.x4", SIZE, 2)
     assert m.shape == (SIZE, SIZE)
@@ -293,7 +259,6 @@ def test_rank_and_default_threshold() -> None:
 
 
 def test_default_extractor_smoke(gen: DigipathGenerator) -> None:
-    pytest.importorskip("efficientnet_lite_pytorch")
     scores = tileability_scores(gen, torch.randn(2, 16), "dec.x4", seeds=1, size=64, progress=False)
     assert scores.shape == (2,) and torch.isfinite(scores).all() and (scores <= 1.0001).all()
 
@@ -415,3 +380,29 @@ def test_contact_sheet_size(tmp_path) -> None:
     assert sheet.size == (3 * (24 + 4) + 4, 2 * (20 + 2 * 12 + 4) + 4)
     rows = contact_sheet(torch.zeros(2, 4, 3, 8, 8, dtype=torch.uint8), ["a", "b"])
     assert rows.size == sheet_size(8, 4, (8, 8), 1)
+
+
+def test_library_sheet_grid_by_cluster_then_tileability(tmp_path) -> None:
+    from datagen.vectors.report import library_sheet, sheet_order
+
+    lib = _library(6)
+    lib.set_scores(torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]), {"grid": 2, "threshold": 0.5})
+    lib.set_clusters(torch.tensor([1, 0, 1, 0, 1, 2]))
+    lib.set_label([13], "tumor")
+    assert sheet_order(lib, lib.ids) == [3, 1, 4, 2, 0, 5]  # cluster 0 (best first), cluster 1, cluster 2
+    imgs = torch.arange(6, dtype=torch.uint8)[:, None, None, None, None].mul(40).expand(6, 4, 3, 8, 8).contiguous()
+    sheet = library_sheet(lib, imgs, tmp_path / "sheet.png", per_row=2)
+    assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]  # written atomically, no temporary left
+    with Image.open(tmp_path / "sheet.png") as on_disk:
+        assert on_disk.size == sheet.size
+    cell_w = 4 * 8 + 3 * 2 + 4  # four renders, a wider gap between full and grid replace
+    assert sheet.width == 2 * 4 + 2 * cell_w + 12  # two vectors per row
+    px = sheet.load()
+    y0 = 4 + 30 + 18  # legend, then the header of cluster 0
+    assert px[4, y0] == (120, 120, 120)  # first cell: vector 13 (position 3), the best of cluster 0
+    assert px[4 + cell_w + 12, y0] == (40, 40, 40)  # then vector 11
+    assert px[4, y0 + 8 + 2] == (46, 160, 67) and px[4 + cell_w + 12, y0 + 8 + 2] == (230, 145, 56)  # tileable bars
+    cluster1 = y0 + 8 + 2 + 3 + 12 + 4 + 18
+    assert [px[4, cluster1], px[4 + cell_w + 12, cluster1]] == [(160, 160, 160), (80, 80, 80)]
+    with pytest.raises(ValueError, match="expected"):
+        library_sheet(lib, imgs[:3])

@@ -26,6 +26,7 @@ from ..errors import DatagenError
 from ..models.generator import Generator, Inputs
 from ..models.hooks import LayerHook
 from ..paint import full_replace, grid_mask, grid_replace
+from ..render import to_uint8  # the one quantisation of generator output (re-exported)
 from ..seeding import sample_torch_generator
 from .extract import resolve_layer_name, resolve_size
 
@@ -126,11 +127,6 @@ def iter_renders(
                 bar.update(len(pair))
             yield vi, si, outs, shapes
     bar.close()
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float images -> uint8 [0, 255]."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def visualize(
