@@ -1,6 +1,10 @@
-"""Procedural layouts: determinism, class ids, area fractions, post-processing, masks, presets, errors."""
+"""Procedural layouts: determinism, class ids, area fractions, post-processing, masks, presets (with every
+shipped recipe), sizes in pixels and canvas scaling, errors."""
 
 from __future__ import annotations
+
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +12,10 @@ from PIL import Image
 from scipy import ndimage
 
 from datagen.errors import ConfigError
-from datagen.layouts import (LAYOUT_KINDS, PRESET_DIR, IslandsLayout, LayoutSpec, MaskLayout, available_presets,
-                             load_preset, parse_layout, remove_small_regions, smooth_labels)
+from datagen.layouts import (LAYOUT_KINDS, MIN_REGIONS, PRESET_DIR, FewRegionsWarning, IslandsLayout, LayoutSpec,
+                             MaskLayout, available_presets, count_regions, load_preset, parse_layout,
+                             remove_small_regions, scale_layout_for_canvas, smooth_labels, warn_few_regions)
+from datagen.recipe import load_recipe
 
 IDS = {"background": 0, "tumor": 3, "stroma": 5, "lymphocytes": 7, "necrosis": 9}
 FOUR = {"tumor": 1, "stroma": 1, "lymphocytes": 1, "background": 1}
@@ -279,11 +285,130 @@ def test_presets_parse_and_generate():
     for name in names:
         assert (PRESET_DIR / f"{name}.yaml").read_text().startswith("#"), f"{name}.yaml needs a comment header"
         spec = parse_layout(load_preset(name), file=PRESET_DIR / f"{name}.yaml")
-        assert spec.class_names() <= {"background", "tumor", "stroma", "lymphocytes"}, name
-        m = spec.generate(rng(), (96, 96), IDS)
+        assert spec.class_names() == set() and spec.omitted_classes(), f"{name} should be class-agnostic"
+        m = spec.generate(rng(), (96, 96), IDS)  # omitted classes: every id passed in, equal weights
         assert m.shape == (96, 96) and set(np.unique(m)) <= set(IDS.values())
     # A preset name is accepted wherever a layout mapping is.
     assert isinstance(parse_layout("tissue-mix"), IslandsLayout)
+
+
+def shipped_recipes() -> list[Path]:
+    return sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe_file", shipped_recipes(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("preset", available_presets())
+def test_every_preset_fits_every_shipped_recipe(recipe_file, preset):
+    """`datagen canvas RECIPE --layout PRESET` and `layout: PRESET` resolve a preset this way (no model needed)."""
+    recipe = load_recipe(recipe_file)
+    recipe.layout, recipe._layout = preset, None
+    spec = recipe.parsed_layout()
+    ids = {c.name: c.id for c in recipe.classes}
+    assert spec.class_names() == set(ids) and not spec.omitted_classes()  # every recipe class is painted
+    seen: set[int] = set()
+    for i in range(6):
+        m = spec.generate(rng(i), tuple(recipe.size), ids)
+        assert m.shape == tuple(recipe.size) and m.dtype == np.uint8
+        assert set(np.unique(m).tolist()) <= set(ids.values())
+        seen |= set(np.unique(m).tolist())
+    assert len(seen) >= min(3, len(ids)), (preset, seen)
+
+
+def test_omitted_classes_take_the_recipe_weights_in_order():
+    spec = parse_layout({"kind": "noise", "scale": 0.2}, classes={"a": 1, "b": 3})
+    assert spec.classes == {"a": 1.0, "b": 3.0}
+    m = spec.generate(rng(), (128, 128), {"a": 1, "b": 2})
+    assert abs((m == 2).mean() - 0.75) < 0.03
+    isl = parse_layout({"kind": "islands", "count": 30, "nest": {"*": {"probability": 1, "size": 0.5, "rim": 1}}},
+                       classes={"glass": 1, "tumor": 2, "stroma": 1})
+    assert isl.background == "glass" and isl.islands == {"tumor": 2.0, "stroma": 1.0}
+    assert {p: n.inner for p, n in isl.nests().items()} == {"tumor": "glass", "stroma": "glass"}
+    # background left out but islands listed: the first class not among them
+    assert parse_layout({"kind": "islands", "islands": {"glass": 1}}, classes={"glass": 1, "x": 1}).background == "x"
+    # a hole of the background inside every island: background pixels with island pixels all around
+    m = isl.generate(rng(), (128, 128), {"glass": 0, "tumor": 1, "stroma": 2})
+    holes = ndimage.binary_fill_holes(m > 0) & (m == 0)
+    assert holes.sum() > 50
+
+
+def test_named_classes_are_an_error_only_when_the_recipe_lacks_them(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("kind: voronoi\nclasses: {tumor: 1, lymphocytes: 1}\n")
+    assert parse_layout(p, classes={"tumor": 1, "lymphocytes": 1, "x": 1}).classes == {"tumor": 1, "lymphocytes": 1}
+    spec = parse_layout(p, classes={"tumor": 1, "stroma": 1})
+    with pytest.raises(ConfigError) as e:
+        spec.check_classes({"tumor": 1, "stroma": 2})
+    assert e.value.field == "layout.classes.lymphocytes" and e.value.file == str(p)
+    assert "tumor, stroma" in str(e.value) or "stroma, tumor" in str(e.value)
+
+
+def test_omitted_classes_with_zero_weights_is_an_error():
+    with pytest.raises(ConfigError, match="weights are all 0") as e:
+        parse_layout("voronoi", classes={"a": 0, "b": 0})
+    assert e.value.field == "layout.classes" and str(e.value.file).endswith("voronoi.yaml")
+
+
+def test_reference_px_keeps_region_sizes_in_pixels():
+    spec = parse_layout({"kind": "voronoi", "reference_px": 64, "cells": [4, 8], "warp": 0.02}, classes=FOUR)
+    big = spec.at_size((256, 256))
+    assert big.reference_px is None and big.cells == (64, 128) and big.warp == pytest.approx(0.005)
+    assert spec.at_size((64, 32)).cells == (2, 4)  # counts per 64 x 64 px, at least 1 cell
+    plain_64 = spec.model_copy(update={"reference_px": None})
+    np.testing.assert_array_equal(spec.generate(rng(1), (64, 64), IDS),
+                                  plain_64.generate(rng(1), (64, 64), IDS))
+    isl = parse_layout({"kind": "islands", "reference_px": 100, "count": 2, "radius": 0.1}, classes=FOUR)
+    assert isl.at_size((400, 200)).count == 16 and isl.at_size((400, 200)).radius == pytest.approx(0.05)
+    # the mean region area in px does not depend on the output size
+    plain = spec.model_copy(update={"reference_px": None, "warp": 0.0})
+    sized = spec.model_copy(update={"warp": 0.0})
+
+    def mean_area(layout, n):
+        return np.mean([n * n / count_regions(layout.generate(rng(i), (n, n), {k: j for j, k in enumerate(FOUR)}))
+                        for i in range(4)])
+
+    assert mean_area(sized, 256) == pytest.approx(mean_area(sized, 64), rel=0.5)
+    assert mean_area(plain, 256) > 8 * mean_area(plain, 64)  # fractions: regions grow with the output
+
+
+def test_scale_layout_for_canvas_matches_the_recipe_samples():
+    """The demo recipe's layout on a 2048 px canvas drawn at 1/16 (dec.x16): many regions of sample size."""
+    recipe = load_recipe(shipped_recipes()[0])
+    spec, ids = recipe.parsed_layout(), {c.name: c.id for c in recipe.classes}
+    low = (2048 // 16, 2048 // 16)
+    scaled = scale_layout_for_canvas(spec, recipe.size, layout_scale=16)
+    assert scaled.reference_px == min(recipe.size) / 16 and spec.reference_px is None  # the original is unchanged
+    assert scaled.min_region == round(spec.min_region / 256)
+    sample_area = np.mean([recipe.size[0] * recipe.size[1] / count_regions(spec.generate(rng(i), recipe.size, ids))
+                           for i in range(6)])
+    maps = [scaled.generate(rng(i), low, ids) for i in range(3)]
+    canvas_area = np.mean([low[0] * low[1] * 256 / count_regions(m) for m in maps])  # in canvas px
+    assert canvas_area == pytest.approx(sample_area, rel=0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FewRegionsWarning)
+        assert warn_few_regions(maps[0]) > 8 * MIN_REGIONS
+    with pytest.warns(FewRegionsWarning, match="reference_px"):
+        warn_few_regions(spec.generate(rng(0), low, ids), what="the 2048x2048 canvas")  # unscaled: a few regions
+    isl = parse_layout("tissue-mix", classes=FOUR)
+    assert all(n.rim == 0 for n in scale_layout_for_canvas(isl, (256, 256), layout_scale=16).nest.values())
+
+
+def test_count_regions():
+    m = np.zeros((8, 8), np.uint8)
+    m[1:3, 1:3] = 1
+    m[5:7, 5:7] = 1
+    m[0, 7] = 2
+    assert count_regions(m) == 4  # background, two squares of 1, one pixel of 2
+    assert count_regions(np.zeros((4, 4), np.uint8)) == 1
+
+
+def test_many_voronoi_seeds_use_a_tree_with_the_same_answer():
+    from datagen.layouts.voronoi import _TREE_SEEDS, nearest_seed
+
+    r = rng(3)
+    seeds = (r.random((_TREE_SEEDS + 100, 2)) * 500).astype(np.float32)
+    py, px = (r.random(20000) * 500).astype(np.float32), (r.random(20000) * 500).astype(np.float32)
+    d = (py[:, None] - seeds[None, :, 0].astype(np.float64)) ** 2 + (px[:, None] - seeds[None, :, 1]) ** 2
+    assert (nearest_seed(py, px, seeds) == d.argmin(axis=1)).mean() > 0.999
 
 
 def test_load_preset_by_path_and_unknown_name(tmp_path):
@@ -317,7 +442,8 @@ def test_unknown_class_names_the_field():
     ({"kind": "noise", "classes": FOUR, "mode": "waves"}, "layout.mode", ["blobs", "levels"]),
     ({"kind": "bands", "classes": FOUR, "smooth": True}, "layout.smooth", ["number"]),
     ({"kind": "bands", "classes": FOUR, "min_region": 2.5}, "layout.min_region", ["integer"]),
-    ({"kind": "islands", "islands": FOUR}, "layout.background", ["missing"]),
+    ({"kind": "islands", "islands": FOUR, "reference_px": 0}, "layout.reference_px", ["greater than 0"]),
+    ({"kind": "mask", "path": "x.png", "reference_px": 256}, "layout.reference_px", ["procedural kinds only"]),
     ({"kind": "islands", "background": "stroma", "islands": FOUR, "nest": {"tumor": {"inner": "x", "depth": 2}}},
      "layout.nest.tumor.depth", ["unknown field", "probability", "rim"]),
 ])

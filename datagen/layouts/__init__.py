@@ -3,13 +3,14 @@
 A layout is one YAML mapping with a ``kind`` (see docs/layouts.md)::
 
     kind: voronoi
-    classes: {tumor: 3, stroma: 2}
+    classes: {tumor: 3, stroma: 2}   # left out: the recipe's classes
     cells: [6, 24]
 
 :func:`parse_layout` validates it into a :class:`LayoutSpec`, whose
 ``generate(rng, (H, W), class_ids)`` draws one ``(H, W)`` uint8 map of class
-ids. Named presets live in the top-level ``layouts/`` folder
-(:func:`load_preset`).
+ids. Named presets live in the top-level ``layouts/`` folder, shipped inside
+the package by a wheel (:func:`load_preset`, :mod:`datagen.resources`).
+:mod:`.canvas_scale` keeps region sizes in pixels on whole-slide canvases.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import describe_validation_error, field_path, load_yaml
 from ..errors import ConfigError
+from ..resources import shipped_dir, shipped_names
 from .bands import BandsLayout
 from .base import FloatRange, IntRange, LayoutSpec
+from .canvas_scale import MIN_REGIONS, FewRegionsWarning, count_regions, scale_layout_for_canvas, warn_few_regions
 from .islands import IslandsLayout, NestSpec
 from .noise import NoiseLayout, fractal_noise
 from .postprocess import postprocess, remove_small_regions, smooth_labels
@@ -35,6 +38,7 @@ __all__ = [
     "LAYOUT_KINDS", "PRESET_DIR", "LayoutSpec", "VoronoiLayout", "NoiseLayout", "IslandsLayout", "NestSpec",
     "BandsLayout", "MaskLayout", "FloatRange", "IntRange", "parse_layout", "load_preset", "available_presets",
     "postprocess", "smooth_labels", "remove_small_regions", "fractal_noise",
+    "scale_layout_for_canvas", "count_regions", "warn_few_regions", "FewRegionsWarning", "MIN_REGIONS",
 ]
 
 #: Layout classes by their YAML ``kind``.
@@ -46,13 +50,14 @@ LAYOUT_KINDS: dict[str, type[LayoutSpec]] = {
     "mask": MaskLayout,
 }
 
-#: Folder of the named presets (``layouts/<name>.yaml`` at the repository top level).
-PRESET_DIR = Path(__file__).resolve().parents[2] / "layouts"
+#: Folder of the named presets: ``layouts/`` at the repository top level, or its copy inside an
+#: installed wheel (``datagen/_data/layouts``); None when neither exists.
+PRESET_DIR: Path | None = shipped_dir("presets")
 
 
 def available_presets() -> list[str]:
     """Names accepted by :func:`load_preset` (the ``*.yaml`` files in :data:`PRESET_DIR`)."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+    return shipped_names("presets")
 
 
 def _is_name(name_or_path: str | os.PathLike) -> bool:
@@ -63,8 +68,8 @@ def _is_name(name_or_path: str | os.PathLike) -> bool:
 def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """A layout mapping from a preset name (``voronoi``) or from a YAML file path."""
     if _is_name(name_or_path):
-        file = PRESET_DIR / f"{name_or_path}.yaml"
-        if not file.is_file():
+        file = PRESET_DIR / f"{name_or_path}.yaml" if PRESET_DIR is not None else Path(f"{name_or_path}.yaml")
+        if PRESET_DIR is None or not file.is_file():
             names = ", ".join(available_presets()) or "(none installed)"
             raise ConfigError(f"unknown layout preset '{name_or_path}'; expected one of: {names}, or a path to a "
                               "YAML file", field="layout")
@@ -113,13 +118,16 @@ def _to_config_error(err: ValidationError, model: type[BaseModel], file: str | N
 
 
 def parse_layout(data: Mapping[str, Any] | str | os.PathLike, *, file: str | os.PathLike | None = None, field: str = "layout",
-                 base_dir: str | os.PathLike | None = None) -> LayoutSpec:
+                 base_dir: str | os.PathLike | None = None, classes: Mapping[str, float] | None = None) -> LayoutSpec:
     """Validate a layout mapping (or a preset name / YAML path) into a :class:`LayoutSpec`.
 
     Every problem is a :class:`ConfigError` naming ``file``, the dotted field
     path under ``field`` and what was expected. ``base_dir`` is where relative
     paths inside the layout (mask files) resolve; it defaults to ``file``'s
-    folder, else the working directory.
+    folder, else the working directory. ``classes`` (``{name: weight}``, in the
+    recipe's order) fills the class fields the layout leaves out
+    (:meth:`LayoutSpec.with_classes`); without it they are filled when a map is
+    generated, with equal weights over the ids passed in.
     """
     file_s = os.fspath(file) if file is not None else None
     if base_dir is None and file_s is not None:
@@ -134,9 +142,9 @@ def parse_layout(data: Mapping[str, Any] | str | os.PathLike, *, file: str | os.
             if e.file is None:
                 raise ConfigError(e.message, file=file_s, field=field) from None
             raise
-        preset_file = PRESET_DIR / f"{data}.yaml" if _is_name(ref) else Path(ref)
+        preset_file = PRESET_DIR / f"{data}.yaml" if _is_name(ref) and PRESET_DIR is not None else Path(ref)
         # Errors name the preset file; mask paths inside it resolve next to it.
-        return parse_layout(loaded, file=preset_file, field=field)
+        return parse_layout(loaded, file=preset_file, field=field, classes=classes)
     if not isinstance(data, Mapping):
         raise ConfigError(f"expected a layout mapping with a `kind` key (or a preset name), got {type(data).__name__}",
                           file=file_s, field=field)
@@ -153,4 +161,4 @@ def parse_layout(data: Mapping[str, Any] | str | os.PathLike, *, file: str | os.
     except ValidationError as e:
         raise _to_config_error(e, cls, file_s, field) from None
     spec.bind_source(file_s, field, base)
-    return spec
+    return spec.with_classes(classes) if classes is not None else spec

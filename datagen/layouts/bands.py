@@ -23,8 +23,10 @@ class BandsLayout(LayoutSpec):
     """
 
     kind: Literal["bands"] = "bands"
-    #: ``{class: weight}``: the chance of a band getting each class.
-    classes: Weights
+    LENGTH_FIELDS = ("width", "wave", "wavelength", "roughness")
+
+    #: ``{class: weight}``: the chance of a band getting each class; left out: the recipe's classes by their ``weight``.
+    classes: Weights | None = None
     #: Direction of the bands in degrees (0 = horizontal).
     angle: Annotated[FloatRange, range_of(lo=-360.0, hi=360.0)] = (0.0, 180.0)
     #: Width of each band as a fraction of the short side (drawn per band when a range).
@@ -37,7 +39,7 @@ class BandsLayout(LayoutSpec):
     roughness: Annotated[FloatRange, range_of(lo=0.0, hi=1.0)] = 0.0
 
     def class_refs(self) -> list[tuple[str, str]]:
-        return [(f"classes.{n}", n) for n in self.classes]
+        return [(f"classes.{n}", n) for n in self.classes or {}]
 
     def _draw(self, rng: np.random.Generator, size: tuple[int, int],
               class_ids: Mapping[str, int]) -> np.ndarray:

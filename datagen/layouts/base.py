@@ -5,6 +5,16 @@ A layout is a recipe for *random* label maps: every call to
 is given, so the same generator state always gives the same map. Layout files
 refer to classes by name; the caller (the recipe) owns the numeric ids and
 passes a ``{name: id}`` mapping, which keeps layouts reusable across recipes.
+A class field left out (``classes:``, or an islands layout's ``background:``
+and ``islands:``) means "the caller's classes": :meth:`LayoutSpec.with_classes`
+fills it from the recipe's ``{name: weight}``, and :meth:`LayoutSpec.generate`
+from the ``{name: id}`` mapping with equal weights, so the shipped presets fit
+any recipe.
+
+Sizes are fractions of the output's short side unless the layout gives
+``reference_px``: then they are fractions of that many pixels and counts
+(cells, islands) are per ``reference_px`` square, so regions keep their size in
+pixels on any output (:meth:`LayoutSpec.at_size` turns one into the other).
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
@@ -71,6 +81,18 @@ def range_of(*, lo: float | None = None, hi: float | None = None, integer: bool 
     return BeforeValidator(validate)
 
 
+def scale_range(value: FloatRange, k: float) -> FloatRange:
+    """A fixed value or ``[lo, hi]`` range multiplied by ``k``."""
+    return (value[0] * k, value[1] * k) if isinstance(value, tuple) else value * k
+
+
+def scale_count(value: IntRange, k: float, minimum: int = 0) -> IntRange:
+    """An integer or ``[lo, hi]`` range multiplied by ``k``, rounded, kept >= ``minimum``."""
+    def one(v: int) -> int:
+        return max(minimum, int(round(v * k)))
+    return (one(value[0]), one(value[1])) if isinstance(value, tuple) else one(value)
+
+
 def draw(rng: np.random.Generator, value: FloatRange) -> float:
     """A fixed value as is, or a uniform draw from ``[lo, hi]`` (no draw when fixed)."""
     if isinstance(value, tuple):
@@ -116,7 +138,14 @@ class LayoutSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: Fields that are lengths as fractions of the short side (scaled by :meth:`at_size`).
+    LENGTH_FIELDS: ClassVar[tuple[str, ...]] = ()
+    #: Fields that are counts per map, with their smallest value (scaled by area in :meth:`at_size`).
+    COUNT_FIELDS: ClassVar[dict[str, int]] = {}
+
     kind: str
+    #: Pixels that the size fractions refer to (and whose square the counts are per); None: the output's short side.
+    reference_px: Annotated[float, Field(gt=0, le=1 << 20, allow_inf_nan=False)] | None = None
     #: Boundary smoothing: Gaussian sigma in px (scalar or per-sample range); 0 = off.
     smooth: Annotated[FloatRange, range_of(lo=0.0, hi=256.0)] = 0.0
     #: Smallest allowed 4-connected region in px; smaller ones merge into their main neighbour.
@@ -142,6 +171,45 @@ class LayoutSpec(BaseModel):
         """``(field path relative to the layout, class name)`` for every class name used."""
         raise NotImplementedError
 
+    def omitted_classes(self) -> list[str]:
+        """The class fields left out, to be filled from the caller's classes (:meth:`with_classes`)."""
+        return ["classes"] if "classes" in type(self).model_fields and getattr(self, "classes") is None else []
+
+    def _class_defaults(self, weights: dict[str, float]) -> dict[str, Any]:
+        """Values for the omitted class fields, from the caller's ``{name: weight}`` (in its order)."""
+        return {"classes": dict(weights)} if self.omitted_classes() else {}
+
+    def with_classes(self, weights: Mapping[str, float]) -> "LayoutSpec":
+        """This layout with every omitted class field filled from ``weights`` (``{class: weight}``, in the
+        recipe's order; see docs/layouts.md#presets); itself when nothing is omitted."""
+        if not self.omitted_classes():
+            return self
+        weights = {str(n): float(w) for n, w in weights.items()}
+        if not weights:
+            raise ConfigError("the layout leaves its classes out, but no classes were given to fill them",
+                              file=self._file, field=self._field)
+        update = self._class_defaults(weights)
+        for name, value in update.items():
+            if isinstance(value, dict) and not any(w > 0 for w in value.values()):
+                raise ConfigError(f"`{name}` is left out, so it takes the recipe's classes ({', '.join(value)}), "
+                                  "but their weights are all 0; give a class a weight > 0 or list the layout's classes",
+                                  file=self._file, field=f"{self._field}.{name}")
+        return self.model_copy(update=update)
+
+    # -- sizes in pixels ------------------------------------------------------
+    def at_size(self, size: tuple[int, int]) -> "LayoutSpec":
+        """The same layout with ``reference_px`` applied for an output of ``size`` (height, width):
+        lengths rescaled to fractions of its short side, counts to its area. Itself without ``reference_px``."""
+        if self.reference_px is None:
+            return self
+        h, w = int(size[0]), int(size[1])
+        k_len = self.reference_px / min(h, w)
+        k_area = h * w / self.reference_px**2
+        update: dict[str, Any] = {"reference_px": None}
+        update.update({f: scale_range(getattr(self, f), k_len) for f in self.LENGTH_FIELDS})
+        update.update({f: scale_count(getattr(self, f), k_area, lo) for f, lo in self.COUNT_FIELDS.items()})
+        return self.model_copy(update=update)
+
     def class_names(self) -> set[str]:
         """Every class name this layout paints, so a recipe can check them against its classes."""
         return {name for _, name in self.class_refs()}
@@ -165,8 +233,9 @@ class LayoutSpec(BaseModel):
         h, w = int(size[0]), int(size[1])
         if h <= 0 or w <= 0:
             raise ValueError(f"size must be two positive integers (height, width), got {size!r}")
-        self.check_classes(class_ids)
-        labels = self._draw(rng, (h, w), class_ids)
+        spec = self.with_classes({name: 1.0 for name in class_ids}) if self.omitted_classes() else self
+        spec.check_classes(class_ids)
+        labels = spec.at_size((h, w))._draw(rng, (h, w), class_ids)
         assert labels.shape == (h, w) and labels.dtype == np.uint8
         return postprocess(labels, smooth=draw(rng, self.smooth), min_region=self.min_region)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,8 @@ _MAX_DEPTH = 4
 _SQUARE = np.ones((3, 3), dtype=bool)
 _THETA = _HARMONICS[:, None] * np.linspace(-math.pi, math.pi, _ANGLES, endpoint=False)[None, :]
 _COS, _SIN = np.cos(_THETA), np.sin(_THETA)
+#: ``nest`` key standing for every island class that has no entry of its own.
+WILDCARD = "*"
 
 
 class NestSpec(BaseModel):
@@ -29,8 +31,8 @@ class NestSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: Class of the inner island.
-    inner: ClassName
+    #: Class of the inner island; left out: the layout's ``background`` (a hole, e.g. a gland's lumen).
+    inner: ClassName | None = None
     #: Chance that a parent island gets an inner island.
     probability: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     #: Inner radius as a fraction of the parent's radius.
@@ -77,37 +79,69 @@ class IslandsLayout(LayoutSpec):
     necrotic core in a tumour) that always lies inside the parent's visible
     part, with at least ``rim`` px of parent around it; nesting can chain
     (inner islands of a class that is itself a ``nest`` key get their own).
+    The ``nest`` key ``"*"`` stands for every island class without its own entry.
     """
 
     kind: Literal["islands"] = "islands"
-    #: Class of everything that is not an island.
-    background: ClassName
-    #: ``{class: weight}``: the chance of an island getting each class.
-    islands: Weights
+    LENGTH_FIELDS = ("radius",)
+    COUNT_FIELDS = {"count": 0}
+
+    #: Class of everything that is not an island; left out: the recipe's first class not in ``islands``.
+    background: ClassName | None = None
+    #: ``{class: weight}``: the chance of an island getting each class; left out: every recipe class
+    #: but the background, by their ``weight``.
+    islands: Weights | None = None
     #: Number of (top-level) islands per map.
     count: Annotated[IntRange, range_of(lo=0, hi=10000, integer=True)] = (3, 10)
     #: Island radius as a fraction of the image's short side (per island when a range).
     radius: Annotated[FloatRange, range_of(lo=0.0, hi=2.0, lo_open=True)] = (0.04, 0.12)
     #: How irregular outlines are (std of log radius over angles): 0 = circles, 0.2 = lumpy, 0.4+ = lobed.
     roughness: Annotated[FloatRange, range_of(lo=0.0, hi=2.0)] = 0.2
-    #: ``{parent class: {inner, probability, size, rim}}``: islands inside islands.
+    #: ``{parent class: {inner, probability, size, rim}}``: islands inside islands (``"*"``: every island class).
     nest: dict[ClassName, NestSpec] = Field(default_factory=dict)
 
     def class_refs(self) -> list[tuple[str, str]]:
-        refs = [("background", self.background)]
-        refs += [(f"islands.{n}", n) for n in self.islands]
+        refs = [("background", self.background)] if self.background is not None else []
+        refs += [(f"islands.{n}", n) for n in self.islands or {}]
         for parent, spec in self.nest.items():
-            refs += [(f"nest.{parent}", parent), (f"nest.{parent}.inner", spec.inner)]
+            if parent != WILDCARD:
+                refs.append((f"nest.{parent}", parent))
+            if spec.inner is not None:
+                refs.append((f"nest.{parent}.inner", spec.inner))
         return refs
+
+    def omitted_classes(self) -> list[str]:
+        return [f for f in ("background", "islands") if getattr(self, f) is None]
+
+    def _class_defaults(self, weights: dict[str, float]) -> dict[str, Any]:
+        update: dict[str, Any] = {}
+        background = self.background
+        if background is None:
+            listed = set(self.islands or ())
+            background = update["background"] = next((n for n in weights if n not in listed), next(iter(weights)))
+        if self.islands is None:
+            update["islands"] = {n: w for n, w in weights.items() if n != background} or {background: 1.0}
+        return update
+
+    def nests(self) -> dict[str, NestSpec]:
+        """``nest`` with ``"*"`` expanded over the island classes and every ``inner`` given."""
+        out = {p: s for p, s in self.nest.items() if p != WILDCARD}
+        if WILDCARD in self.nest:
+            for name in self.islands or {}:
+                out.setdefault(name, self.nest[WILDCARD])
+        return {p: s if s.inner is not None else s.model_copy(update={"inner": self.background})
+                for p, s in out.items()}
 
     def _draw(self, rng: np.random.Generator, size: tuple[int, int],
               class_ids: Mapping[str, int]) -> np.ndarray:
+        assert self.background is not None and self.islands is not None  # generate() fills them
         h, w = size
         short = min(h, w)
         labels = np.full(size, class_ids[self.background], dtype=np.uint8)
         names = list(self.islands)
         probs = weight_probs(self.islands)
-        owner = np.zeros(size, dtype=np.int32) if self.nest else None
+        nest = self.nests()
+        owner = np.zeros(size, dtype=np.int32) if nest else None
         # (owner id, class name, centre, radius px, crop box) of islands that may get inner islands
         parents: list[tuple[int, str, tuple[float, float], float, tuple[slice, slice]]] = []
         n = draw_int(rng, self.count)
@@ -122,7 +156,7 @@ class IslandsLayout(LayoutSpec):
             labels[box][mask] = class_ids[name]
             if owner is not None:
                 owner[box][mask] = i
-                if name in self.nest:
+                if name in nest:
                     parents.append((i, name, (cy, cx), radius, box))
         if owner is None:
             return labels
@@ -130,7 +164,7 @@ class IslandsLayout(LayoutSpec):
         for _ in range(_MAX_DEPTH):
             children = []
             for pid, pname, pcentre, pradius, pbox in parents:
-                spec = self.nest[pname]
+                spec = nest[pname]
                 if rng.random() >= spec.probability:
                     continue
                 inside = owner[pbox] == pid
@@ -159,9 +193,10 @@ class IslandsLayout(LayoutSpec):
                 m = (mask[oy0 - box[0].start:oy1 - box[0].start, ox0 - box[1].start:ox1 - box[1].start]
                      & inside[oy0 - pbox[0].start:oy1 - pbox[0].start, ox0 - pbox[1].start:ox1 - pbox[1].start])
                 obox = (slice(oy0, oy1), slice(ox0, ox1))
+                assert spec.inner is not None
                 labels[obox][m] = class_ids[spec.inner]
                 owner[obox][m] = next_id
-                if spec.inner in self.nest:
+                if spec.inner in nest:
                     children.append((next_id, spec.inner, (cy, cx), radius, obox))
                 next_id += 1
             if not children:

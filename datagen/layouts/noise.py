@@ -152,8 +152,11 @@ class NoiseLayout(LayoutSpec):
     """
 
     kind: Literal["noise"] = "noise"
-    #: ``{class: weight}``: the area fraction of each class (weights are relative).
-    classes: Weights
+    LENGTH_FIELDS = ("scale",)
+
+    #: ``{class: weight}``: the area fraction of each class (weights are relative); left out: the
+    #: recipe's classes by their ``weight``.
+    classes: Weights | None = None
     #: ``blobs`` (per-class fields + argmax) or ``levels`` (one field, quantile thresholds).
     mode: Literal["blobs", "levels"] = "blobs"
     #: Size of the largest features, as a fraction of the image's short side.
@@ -164,7 +167,7 @@ class NoiseLayout(LayoutSpec):
     persistence: Annotated[FloatRange, range_of(lo=0.0, hi=1.0)] = 0.5
 
     def class_refs(self) -> list[tuple[str, str]]:
-        return [(f"classes.{n}", n) for n in self.classes]
+        return [(f"classes.{n}", n) for n in self.classes or {}]
 
     def _draw(self, rng: np.random.Generator, size: tuple[int, int],
               class_ids: Mapping[str, int]) -> np.ndarray:

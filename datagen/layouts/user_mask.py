@@ -107,6 +107,13 @@ class MaskLayout(LayoutSpec):
             seen[key] = name
         return v
 
+    @field_validator("reference_px")
+    @classmethod
+    def _no_reference(cls, v: float | None) -> float | None:
+        if v is not None:
+            raise ValueError("a mask is stretched to the output size; reference_px applies to procedural kinds only")
+        return v
+
     @model_validator(mode="after")
     def _find_files(self, info: ValidationInfo) -> MaskLayout:
         files, _ = _resolve([self.path] if isinstance(self.path, str) else list(self.path), _base_dir(info))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
+from scipy.spatial import cKDTree
 
 from .base import FloatRange, IntRange, LayoutSpec, Weights, draw, draw_int, id_lut, range_of, weight_probs
 from .noise import fractal_noise
@@ -14,15 +16,22 @@ from .postprocess import render_coarse_to_fine
 
 # Points per nearest-seed block: keeps the (points x seeds) distance matrix small.
 _CHUNK = 1 << 21
+# Above this many seeds a k-d tree beats the distance matrix (whole-slide layouts with
+# sizes in pixels have thousands of cells).
+_TREE_SEEDS = 512
 
 
 def nearest_seed(py: np.ndarray, px: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """Index of the nearest seed for each point; ``seeds`` is ``(K, 2)`` as (y, x).
 
     Why a matrix product: ``argmin |p - s|^2 = argmin (|s|^2 - 2 p.s)``, one
-    BLAS call for all points and seeds instead of K passes over the points.
+    BLAS call for all points and seeds instead of K passes over the points;
+    with many seeds (> 512) a k-d tree instead, whose cost grows with log K.
     """
     k = len(seeds)
+    if k > _TREE_SEEDS:
+        pts = np.stack([np.asarray(py, dtype=np.float64), np.asarray(px, dtype=np.float64)], axis=1)
+        return cKDTree(seeds).query(pts)[1].astype(np.int32)
     s = np.empty((3, k), dtype=np.float32)
     s[0] = -2.0 * seeds[:, 0]
     s[1] = -2.0 * seeds[:, 1]
@@ -41,7 +50,7 @@ def nearest_seed(py: np.ndarray, px: np.ndarray, seeds: np.ndarray) -> np.ndarra
 def _lloyd(seeds: np.ndarray, size: tuple[int, int], iters: int) -> np.ndarray:
     """Move each seed to its cell's centroid (on a coarse grid): more even, rounder cells."""
     h, w = size
-    n = 64
+    n = max(64, int(math.ceil(2 * math.sqrt(len(seeds)))))  # a few grid points per cell
     gy = (np.arange(n) + 0.5) * h / n
     gx = (np.arange(n) + 0.5) * w / n
     py, px = (a.ravel() for a in np.meshgrid(gy, gx, indexing="ij"))
@@ -66,8 +75,11 @@ class VoronoiLayout(LayoutSpec):
     """
 
     kind: Literal["voronoi"] = "voronoi"
-    #: ``{class: weight}``: the chance of a cell getting each class.
-    classes: Weights
+    LENGTH_FIELDS = ("warp", "warp_scale")
+    COUNT_FIELDS = {"cells": 1}
+
+    #: ``{class: weight}``: the chance of a cell getting each class; left out: the recipe's classes by their ``weight``.
+    classes: Weights | None = None
     #: Number of seed points (cells) per map.
     cells: Annotated[IntRange, range_of(lo=1, hi=10000, integer=True)] = (6, 24)
     #: Lloyd relaxation steps: 0 = raw random cells, 1-3 = more even, rounder cells.
@@ -78,7 +90,7 @@ class VoronoiLayout(LayoutSpec):
     warp_scale: Annotated[FloatRange, range_of(lo=0.0, hi=4.0, lo_open=True)] = 0.15
 
     def class_refs(self) -> list[tuple[str, str]]:
-        return [(f"classes.{n}", n) for n in self.classes]
+        return [(f"classes.{n}", n) for n in self.classes or {}]
 
     def _draw(self, rng: np.random.Generator, size: tuple[int, int],
               class_ids: Mapping[str, int]) -> np.ndarray:
