@@ -1,7 +1,11 @@
-"""Human-readable outputs: a captioned PNG contact sheet and a one-file HTML report.
+"""Human-readable outputs: PNG contact sheets and a one-file HTML report.
 
-The HTML report embeds every image as a base64 PNG ``data:`` URI and inlines
-its CSS, so the single file can be mailed, archived or opened offline.
+:func:`library_sheet` is a vector library's sheet (``datagen vectors show``): vectors in a
+grid, grouped by cluster and sorted by tileability, each with its full- and grid-replace
+renders, a tileable/not bar and a caption. :func:`contact_sheet` is the plain captioned grid
+of any images. The HTML report embeds every image as a base64 PNG ``data:`` URI and inlines
+its CSS, so the single file can be mailed, archived or opened offline. Files are written
+atomically (:mod:`datagen.fsutil`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..fsutil import atomic_path, atomic_write_text
 from .library import VectorLibrary
 from .visualize import to_uint8
 
@@ -98,12 +103,17 @@ def contact_sheet(
         for k, text in enumerate(caps[i].split("\n") if caps[i] else []):
             draw.text((x0 + 1, y0 + h + k * LINE_HEIGHT), text, fill=(0, 0, 0), font=font)
     if path is not None:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        sheet.save(tmp, format="PNG")
-        os.replace(tmp, p)
+        save_png(sheet, path)
     return sheet
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Write ``image`` as PNG atomically (a reader never sees half a file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(p) as tmp:
+        image.save(tmp, format="PNG")
+    return p
 
 
 def vector_caption(library: VectorLibrary, vector_id: int) -> str:
@@ -115,6 +125,114 @@ def vector_caption(library: VectorLibrary, vector_id: int) -> str:
         rec.label or "",
     ) if p)
     return first + ("\n" + second if second else "")
+
+
+SHEET_PER_ROW = 6
+"""Vectors per row of a library sheet (each vector: its full- then grid-replace renders)."""
+_TILE_GAP, _GROUP_GAP, _CELL_GAP, _BAR = 2, 6, 12, 3
+_INK, _MUTED, _RULE = (0, 0, 0), (90, 90, 90), (200, 200, 200)
+_TILEABLE, _NOT_TILEABLE, _UNSCORED = (46, 160, 67), (230, 145, 56), (190, 190, 190)
+
+
+def sheet_order(library: VectorLibrary, ids: Sequence[int]) -> list[int]:
+    """Positions of ``ids`` sorted by cluster (unclustered last), then tileability (best first,
+    unscored last), then id: the order of :func:`library_sheet`."""
+
+    def key(pos: int) -> tuple:
+        r = library.record(ids[pos])
+        return (r.cluster is None, r.cluster if r.cluster is not None else 0,
+                r.tileability is None, -(r.tileability or 0.0), r.id)
+
+    return sorted(range(len(ids)), key=key)
+
+
+def library_sheet(
+    library: VectorLibrary,
+    images: torch.Tensor,
+    path: str | os.PathLike | None = None,
+    *,
+    ids: Sequence[int] | None = None,
+    split: int | None = None,
+    grid: int | None = None,
+    threshold: float | None = None,
+    per_row: int = SHEET_PER_ROW,
+) -> Image.Image:
+    """A vector library's contact sheet as a grid, written as PNG to ``path`` (if given).
+
+    ``images``: (V, S, 3, H, W), row v showing vector ``ids[v]`` (default: all vectors in
+    order); its first ``split`` renders (default S // 2) are full-replace, the rest grid-replace
+    (``grid``: the grid size named in the legend, default the library's tileability grid).
+    Vectors are grouped by cluster under a header (cluster, vectors shown, labels) and sorted
+    by tileability within a cluster (:func:`sheet_order`), ``per_row`` vectors to a row. Under
+    each vector a bar says whether it is tileable (green: score >= ``threshold``, default the
+    library's; orange: below; grey: unscored) and a caption gives id, score and label.
+    """
+    ids = list(ids) if ids is not None else list(library.ids)
+    if images.ndim == 4:
+        images = images[:, None]
+    if images.ndim != 5 or images.shape[2] != 3 or len(images) != len(ids):
+        raise ValueError(f"library_sheet: expected ({len(ids)}, S, 3, H, W) images for {len(ids)} vectors, "
+                         f"got {tuple(images.shape)}")
+    v, n, _, h, w = images.shape
+    split = n // 2 if split is None else max(0, min(int(split), n))
+    tinfo = library.tileability or {}
+    threshold = tinfo.get("threshold") if threshold is None else threshold
+    grid = grid if grid is not None else tinfo.get("grid", 2)
+    per_row = max(1, min(int(per_row), max(v, 1)))
+    data = _as_uint8(images.detach().cpu())
+    font = ImageFont.load_default()
+
+    groups: dict[int | None, list[int]] = {}
+    for pos in sheet_order(library, ids):
+        groups.setdefault(library.record(ids[pos]).cluster, []).append(pos)
+
+    cell_w = n * w + (n - 1) * _TILE_GAP + (_GROUP_GAP - _TILE_GAP if 0 < split < n else 0)
+    cell_h = h + 2 + _BAR + LINE_HEIGHT
+    head_h = LINE_HEIGHT + 6
+    legend_h = 2 * LINE_HEIGHT + 6
+    width = 2 * MARGIN + per_row * cell_w + (per_row - 1) * _CELL_GAP
+    height = MARGIN + legend_h + sum(head_h + -(-len(g) // per_row) * (cell_h + MARGIN) for g in groups.values())
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+
+    what = f"full replace ({split} seed{'s' * (split != 1)})" if split else ""
+    if split < n:
+        what += (" | " if what else "") + f"grid-{grid} replace ({n - split} seed{'s' * (n - split != 1)})"
+    title = (f"{library.model} / {library.layer}: {v} of {len(library)} vectors, by cluster, "
+             "then tileability t (best first)")
+    thr = f"t >= {threshold:.3f}" if threshold is not None else "no threshold recorded"
+    draw.text((MARGIN, MARGIN), title, fill=_INK, font=font)
+    draw.text((MARGIN, MARGIN + LINE_HEIGHT), f"each vector: {what}; bar: green tileable ({thr}), "
+              "orange not, grey unscored", fill=_MUTED, font=font)
+    y = MARGIN + legend_h
+    for cluster, members in groups.items():
+        labels = sorted({library.record(ids[p]).label for p in members if library.record(ids[p]).label})
+        size = sum(1 for r in library.records if r.cluster == cluster)
+        name = f"cluster {cluster}" if cluster is not None else "no cluster"
+        head = f"{name}: {len(members)} of {size} vectors shown" + (f"; labels: {', '.join(labels)}" if labels else "")
+        draw.line([(MARGIN, y + 2), (width - MARGIN, y + 2)], fill=_RULE)
+        draw.text((MARGIN, y + 4), head, fill=_INK, font=font)
+        y += head_h
+        for k, pos in enumerate(members):
+            r, c = divmod(k, per_row)
+            x0 = MARGIN + c * (cell_w + _CELL_GAP)
+            y0 = y + r * (cell_h + MARGIN)
+            x = x0
+            for j in range(n):
+                if j == split and 0 < split < n:
+                    x += _GROUP_GAP - _TILE_GAP
+                sheet.paste(to_pil(data[pos, j]), (x, y0))
+                x += w + _TILE_GAP
+            rec = library.record(ids[pos])
+            t = rec.tileability
+            bar = _UNSCORED if t is None or threshold is None else (_TILEABLE if t >= threshold else _NOT_TILEABLE)
+            draw.rectangle([x0, y0 + h + 1, x0 + cell_w - 1, y0 + h + _BAR], fill=bar)
+            caption = "  ".join(p for p in (f"id {rec.id}", f"t={t:.3f}" if t is not None else "", rec.label or "") if p)
+            draw.text((x0 + 1, y0 + h + 2 + _BAR), caption, fill=_INK, font=font)
+        y += -(-len(members) // per_row) * (cell_h + MARGIN)
+    if path is not None:
+        save_png(sheet, path)
+    return sheet
 
 
 _CSS = """
@@ -228,9 +346,7 @@ def html_report(
     )
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(p, doc)
     return p
 
 
@@ -265,5 +381,5 @@ def separability_html(report: "SeparabilityReport") -> str:
     )
 
 
-__all__ = ["contact_sheet", "data_uri", "html_report", "png_bytes", "separability_html", "sheet_size", "to_pil",
-           "vector_caption"]
+__all__ = ["contact_sheet", "data_uri", "html_report", "library_sheet", "png_bytes", "save_png", "separability_html",
+           "sheet_order", "sheet_size", "to_pil", "vector_caption"]
