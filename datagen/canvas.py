@@ -209,7 +209,10 @@ class Canvas:
         """
         mask_mode = mask_mode or setup.mask_mode
         fit = Renderer.from_setup(setup).mask_model if mask_mode == "rendered" else None
-        return cls(setup.generator, setup.classes, setup.layout, size=size, seed=setup.seed, layer=setup.layer,
+        # regions measure in canvas pixels what they measure in the recipe's samples (docs/layouts.md)
+        scale = layout_scale or setup.generator.layer(setup.layer).stride
+        layout = scale_layout_for_canvas(setup.layout, setup.size, layout_scale=scale)
+        return cls(setup.generator, setup.classes, layout, size=size, seed=setup.seed, layer=setup.layer,
                    soft_boundary=setup.soft_boundary, mask_mode=mask_mode, layout_scale=layout_scale,
                    ignore_index=setup.ignore_index, margin=margin, precision=setup.precision,
                    min_confidence=setup.min_confidence, boundary_ignore=setup.boundary_ignore, mask_model=fit)
@@ -222,6 +225,7 @@ class Canvas:
         rng = stream_rng(self.seed, 0, purpose="canvas-layout")
         low = self.layout.generate(rng, self.low_size, {c.name: c.id for c in self.classes})
         self.low = np.ascontiguousarray(low, dtype=np.uint8)
+        warn_few_regions(self.low, what=f"the {h}x{w} canvas")
         # one vector per connected region of each painted class (as a dataset sample's plan does)
         self.region, self.slot_vectors = assign_region_slots(
             self.low, self._by_id, stream_rng(self.seed, 0, purpose="canvas-vectors"), self.channels)
