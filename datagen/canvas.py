@@ -490,12 +490,17 @@ def write_canvas(
     compression: str = "zlib",
     jpeg_quality: int = 90,
     mpp: float | None = None,
+    tiff_layout: str | None = None,
     classes: list[dict[str, Any]] | None = None,
     attrs: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CanvasReport:
-    """Render ``canvas`` tile by tile into an OME-Zarr and/or pyramidal OME-TIFFs (:mod:`datagen.writers.slide`)."""
+    """Render ``canvas`` tile by tile into an OME-Zarr and/or pyramidal TIFFs (:mod:`datagen.writers.slide`).
+
+    ``mpp`` (microns per pixel at level 0): None takes the model's (``Generator.mpp``, from its
+    checkpoint's ``meta.mpp``; the canvas renders at the model's own scale), 0 writes none.
+    ``tiff_layout``: ``ome`` or ``generic`` (OpenSlide); None follows ``out``'s name."""
     from . import __version__
 
     tiles = canvas.tiles(tile)
@@ -503,8 +508,9 @@ def write_canvas(
     meta = {"tool": "datagen canvas", "canvas": canvas.describe(), "classes": classes, **(attrs or {}),
             "tool_version": __version__}
     rep = write_slide(canvas.size, tiles, canvas.render_pair, out=out, zarr_path=zarr_path, tiff_tile=tiff_tile,
-                      compression=compression, jpeg_quality=jpeg_quality, mpp=mpp, classes=classes, meta=meta,
-                      overwrite=overwrite, progress=progress)
+                      compression=compression, jpeg_quality=jpeg_quality,
+                      mpp=canvas.generator.mpp if mpp is None else mpp, tiff_layout=tiff_layout,
+                      classes=classes, meta=meta, overwrite=overwrite, progress=progress)
     return CanvasReport(**{f.name: getattr(rep, f.name) for f in fields(SlideReport)}, margin=canvas.margin)
 
 

@@ -21,3 +21,6 @@ COMPRESSIONS = ("zlib", "jpeg", "zstd", "lzw", "none")
 
 #: The devices a ``device`` argument accepts.
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
+
+#: canvas TIFF layouts: OME-TIFF (SubIFD pyramid) or generic tiled TIFF (levels in the main IFD chain: OpenSlide)
+TIFF_LAYOUTS = ("ome", "generic")

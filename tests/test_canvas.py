@@ -87,6 +87,94 @@ def test_pyramidal_ome_tiff_and_zarr(assets, tmp_path):
     assert meta["canvas"]["seed"] == 5 and [c["id"] for c in meta["classes"]] == [0, 1, 2]
 
 
+def test_generic_tiled_tiff_opens_in_openslide(assets, tmp_path):
+    """--tiff-layout generic (the default for a .tif name): every level in the main IFD chain, so
+    OpenSlide opens all of them; pixels, label values and the resolution (mpp) read back exactly."""
+    import openslide  # the test extra installs openslide-python + openslide-bin
+
+    d, recipe = assets
+    out, zpath = tmp_path / "slide.tif", tmp_path / "slide.ome.zarr"
+    parser = argparse.ArgumentParser()
+    add_canvas_command(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["canvas", str(recipe), "--out", str(out), "--zarr", str(zpath), "--size", "384x512",
+                           "--tile", "128", "--tiff-tile", "128", "--seed", "2", "--mpp", "0.25", "--device", "cpu",
+                           "--quiet"])
+    assert a.tiff_layout is None and a.func(a) == 0  # the .tif name picks generic
+    mask_out, json_out = mask_paths(out)
+    assert mask_out.name == "slide.mask.tif" and json_out.name == "slide.canvas.json"
+    levels = pyramid_shapes((384, 512), 128)
+    assert levels == [(384, 512), (192, 256), (96, 128)]
+    root = zarr.open_group(str(zpath), mode="r")  # the pixels written, level by level
+    images = [np.asarray(root[str(k)][:]).transpose(1, 2, 0) for k in range(3)]
+    masks = [np.asarray(root[f"labels/mask/{k}"][:]) for k in range(3)]
+
+    for path, expected in ((out, images), (mask_out, masks)):
+        with openslide.OpenSlide(str(path)) as s:
+            assert s.properties["openslide.vendor"] == "generic-tiff"
+            assert s.level_count == 3
+            assert s.level_dimensions == tuple((w, h) for h, w in levels)
+            assert float(s.properties["openslide.mpp-x"]) == pytest.approx(0.25)
+            assert float(s.properties["openslide.mpp-y"]) == pytest.approx(0.25)
+            for k, (h, w) in enumerate(levels):
+                rgba = np.asarray(s.read_region((0, 0), k, (w, h)))
+                assert (rgba[..., 3] == 255).all()
+                if path == out:
+                    np.testing.assert_array_equal(rgba[..., :3], expected[k])
+                else:  # grey: the label value in R, G and B
+                    for c in range(3):
+                        np.testing.assert_array_equal(rgba[..., c], expected[k])
+            # a region off the origin at a reduced level (level-0 coordinates)
+            region = np.asarray(s.read_region((64, 32), 1, (100, 60)))
+            np.testing.assert_array_equal(region[..., :3] if path == out else region[..., 0],
+                                          expected[1][16:76, 32:132])
+    assert set(np.unique(masks[0])) <= {1, 2, 255} and len(np.unique(masks[0])) >= 2
+
+    with tifffile.TiffFile(out) as tf:
+        assert not tf.is_ome and len(tf.pages) == 3 and len(tf.series) == 1
+        assert [int(p.subfiletype) for p in tf.pages] == [0, 1, 1] and all(p.is_tiled for p in tf.pages)
+        assert [p.shape[:2] for p in tf.series[0].levels] == levels
+        assert tf.pages[0].tags["ResolutionUnit"].value == 3  # centimetre
+        np.testing.assert_array_equal(tf.series[0].levels[2].asarray(), images[2])
+    np.testing.assert_array_equal(tifffile.imread(mask_out), masks[0])
+    with tiffslide.TiffSlide(out) as t:
+        assert [tuple(x) for x in t.level_dimensions] == [(w, h) for h, w in levels]
+        assert t.properties["tiffslide.mpp-x"] == pytest.approx(0.25)
+        np.testing.assert_array_equal(t.read_region((0, 0), 1, (256, 192), as_array=True), images[1])
+    meta = json.loads(json_out.read_text())
+    assert meta["tiff_layout"] == "generic" and meta["mpp"] == 0.25 and meta["mask"] == "slide.mask.tif"
+
+
+def test_resolution_defaults_to_the_models(assets, tmp_path):
+    """Without --mpp the model's training scale (checkpoint meta.mpp) is written; 0 writes none;
+    a generic TIFF named .ome.tif is refused; --tiff-layout ome on a .tif name writes OME-TIFF."""
+    from datagen.canvas import write_canvas
+    from datagen.models import load_checkpoint
+    from datagen.models.registry import builtin_models
+
+    d, recipe = assets
+    builtin = json.loads((builtin_models()["tissue-small"] / "config.json").read_text())
+    assert builtin["meta"]["mpp"] == 0.5  # ~20x, its training magnification
+    assert load_checkpoint(d / "model").mpp is None  # the tiny model records none
+    canvas, _ = canvas_from_recipe(recipe, size=(128, 128), seed=0, device="cpu")
+    canvas.generator.mpp = 0.5
+    rep = write_canvas(canvas, out=tmp_path / "a.ome.tif", tile=128, tiff_tile=64, progress=False)
+    assert rep.extra == {"tiff_layout": "ome", "mpp": 0.5}
+    with tifffile.TiffFile(tmp_path / "a.ome.tif") as tf:
+        assert tf.is_ome and 'PhysicalSizeX="0.5"' in tf.ome_metadata and len(tf.pages) == 1
+        assert tf.pages[0].get_resolution("CENTIMETER") == pytest.approx((2e4, 2e4))
+    with tiffslide.TiffSlide(tmp_path / "a.ome.tif") as t:
+        assert t.properties["tiffslide.mpp-x"] == pytest.approx(0.5) and t.level_count == 2
+    write_canvas(canvas, out=tmp_path / "b.tif", tile=128, tiff_tile=64, mpp=0, tiff_layout="ome", progress=False)
+    with tifffile.TiffFile(tmp_path / "b.tif") as tf:
+        assert tf.is_ome and "PhysicalSizeX" not in tf.ome_metadata
+        assert tf.pages[0].tags["ResolutionUnit"].value == 1  # none
+    assert (tmp_path / "b.mask.tif").is_file()
+    with pytest.raises(Exception, match="OME-XML"):
+        write_canvas(canvas, out=tmp_path / "c.ome.tif", tiff_layout="generic", progress=False)
+    with pytest.raises(Exception, match="tiff_layout|tiff-layout"):
+        write_canvas(canvas, out=tmp_path / "d.tif", tiff_layout="svs", progress=False)
+
+
 def test_tiles_match_one_pass_render(assets):
     """No seams: tile by tile (with the auto margin) equals one forward pass over the whole canvas."""
     d, recipe = assets

@@ -332,7 +332,7 @@ def canvas_files(path: str | os.PathLike) -> tuple[Path, Path]:
     return mask_paths(p)
 
 
-_MASK_SUFFIXES = (".mask.ome.tiff", ".mask.ome.tif")
+_MASK_SUFFIXES = (".mask.ome.tiff", ".mask.ome.tif", ".mask.tiff", ".mask.tif")
 
 
 def _canvas_stem(mask: Path) -> str:

@@ -106,5 +106,9 @@ def load_unet(directory: str | os.PathLike, map_location: str | torch.device = "
 def load_checkpoint(directory: str | os.PathLike, name: str | None = None) -> DigipathGenerator:
     model, cond, meta = load_unet(directory)
     crop = meta.get("crop")  # the training crop: the size the model knows best
-    return DigipathGenerator(model, cond, name=name or meta.get("name") or Path(directory).name,
-                             train_size=crop if isinstance(crop, int) and crop > 0 else None)
+    gen = DigipathGenerator(model, cond, name=name or meta.get("name") or Path(directory).name,
+                            train_size=crop if isinstance(crop, int) and crop > 0 else None)
+    mpp = meta.get("mpp")  # microns per pixel of the training images (the model's output scale)
+    if isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and mpp > 0:
+        gen.mpp = float(mpp)
+    return gen

@@ -30,6 +30,8 @@ class Generator(ABC):
     module: nn.Module
     #: The crop side the model was trained at, when its checkpoint records it.
     train_size: int | None = None
+    #: Microns per pixel of the images it was trained on (its output scale), when its checkpoint records it.
+    mpp: float | None = None
 
     @property
     @abstractmethod

@@ -1,11 +1,22 @@
-"""Whole-slide output: one large image and its label mask as OME-Zarr and pyramidal OME-TIFFs.
+"""Whole-slide output: one large image and its label mask as OME-Zarr and pyramidal TIFFs.
 
 The level-0 tiles go into an OME-Zarr (zarr v3, NGFF 0.5: image ``0..L-1`` as (c, y, x),
 label image ``labels/mask/0..L-1``) as they are rendered; the pyramid is built level by
 level from it, chunk by chunk (image: mean of 2x2 blocks; mask: nearest neighbour, so class
 ids stay exact); the pyramidal OME-TIFFs (image, and the mask in a second file, each with
 its reduced levels in SubIFDs, tiled and compressed) are then streamed tile by tile from the
-zarr levels with tifffile's tile-iterator interface. Without ``zarr_path`` the OME-Zarr is
+zarr levels with tifffile's tile-iterator interface. Two TIFF layouts (``tiff_layout``):
+
+    ome        OME-TIFF, reduced levels in SubIFDs (tiffslide, QuPath, Bio-Formats, napari, ...)
+    generic    OpenSlide's "generic tiled TIFF": every level a tiled page in the main IFD
+               chain, reduced levels marked reduced-resolution (NewSubfileType 1), no OME-XML;
+               OpenSlide (which reads only level 0 of a SubIFD pyramid) opens all levels,
+               and tifffile, tiffslide and QuPath read it too
+
+The default follows the name: ``*.tif``/``*.tiff`` without ``.ome`` is generic, anything else
+OME. The resolution (``mpp``, microns per pixel at level 0) goes into XResolution/YResolution
+(pixels per centimetre, ResolutionUnit centimetre; OpenSlide reports it as
+``openslide.mpp-x``) and, for OME-TIFF, into the OME-XML. Without ``zarr_path`` the OME-Zarr is
 a temporary folder beside the TIFF, removed at the end. Memory is bounded by the tile size,
 never by the slide size. Every output appears whole or not at all
 (:func:`datagen.fsutil.atomic_path`).
@@ -13,6 +24,8 @@ never by the slide size. Every output appears whole or not at all
     slide.ome.tif          RGB, pyramid in SubIFDs (opens in tiffslide, QuPath, ...)
     slide.mask.ome.tif     class ids (uint8), same pyramid (nearest-neighbour levels)
     slide.canvas.json      class table and the caller's metadata (seed, recipe, canvas parameters)
+
+    slide.tif, slide.mask.tif, slide.canvas.json     the same as generic tiled TIFFs
 
 The writer does not know what it writes: :func:`write_slide` takes tile bounds and a
 function that renders one tile (``datagen.canvas`` passes its canvas's).
@@ -36,7 +49,7 @@ import numpy as np
 
 from ..errors import UsageError, arg
 from ..fsutil import atomic_path, atomic_write_text, temp_name
-from ..options import COMPRESSIONS
+from ..options import COMPRESSIONS, TIFF_LAYOUTS  # tiff layouts: ome (levels in SubIFDs) or generic (OpenSlide: main IFD chain)
 
 TileBounds = tuple[int, int, int, int]
 """(y0, y1, x0, x1) of a tile in level-0 pixels."""
@@ -68,15 +81,32 @@ def pyramid_shapes(size: tuple[int, int], tile: int) -> list[tuple[int, int]]:
     return shapes  # type: ignore[return-value]
 
 
+
+_OME_SUFFIXES = (".ome.tiff", ".ome.tif")
+_PLAIN_SUFFIXES = (".tiff", ".tif")
+
+
+def _is_plain_tiff_name(out: str | os.PathLike) -> bool:
+    name = Path(out).name.lower()
+    return name.endswith(_PLAIN_SUFFIXES) and not name.endswith(_OME_SUFFIXES)
+
+
+def default_tiff_layout(out: str | os.PathLike) -> str:
+    """``generic`` for ``*.tif``/``*.tiff`` without ``.ome``, else ``ome``."""
+    return "generic" if _is_plain_tiff_name(out) else "ome"
+
+
 def mask_paths(out: str | os.PathLike) -> tuple[Path, Path]:
-    """(mask TIFF, sidecar JSON) written beside image TIFF ``out``: ``<stem>.mask.ome.tif``, ``<stem>.canvas.json``."""
+    """(mask TIFF, sidecar JSON) written beside image TIFF ``out``: ``<stem>.mask.ome.tif`` (``<stem>.mask.tif``
+    when ``out`` is a ``.tif``/``.tiff`` without ``.ome``) and ``<stem>.canvas.json``."""
     p = Path(out)
     name = p.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+    for suffix in (*_OME_SUFFIXES, *_PLAIN_SUFFIXES):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return p.with_name(f"{name}.mask.ome.tif"), p.with_name(f"{name}.canvas.json")
+    mask = f"{name}.mask.tif" if _is_plain_tiff_name(p) else f"{name}.mask.ome.tif"
+    return p.with_name(mask), p.with_name(f"{name}.canvas.json")
 
 
 def _downsample_image(x: np.ndarray) -> np.ndarray:
@@ -197,7 +227,7 @@ def _tiff_compression(name: str, quality: int) -> dict[str, Any]:
 
 
 def _write_tiff(path: Path, store: _ZarrSlide, *, kind: str, tile: int, compression: dict[str, Any],
-                mpp: float | None, name: str, bar: Any) -> None:
+                mpp: float | None, name: str, bar: Any, layout: str = "ome") -> None:
     import tifffile
 
     levels = store.levels
@@ -221,20 +251,33 @@ def _write_tiff(path: Path, store: _ZarrSlide, *, kind: str, tile: int, compress
     meta: dict[str, Any] = {"axes": axes, "Name": name}
     if mpp:
         meta.update({"PhysicalSizeX": mpp, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": mpp, "PhysicalSizeYUnit": "µm"})
-    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=raw > 2**31, ome=True) as tif:
+    ome = layout == "ome"
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=raw > 2**31, ome=ome) as tif:
         for k, hw in enumerate(levels):
             res = {}
-            if mpp:
+            if mpp:  # level k's own pixel size (levels halve, rounding up: exact to < 1 px over the slide)
                 res = {"resolution": (1e4 / (mpp * 2**k), 1e4 / (mpp * 2**k)), "resolutionunit": "CENTIMETER"}
-            extra = {"subifds": len(levels) - 1, "metadata": meta} if k == 0 else {"subfiletype": 1, "metadata": None}
+            if ome:  # level 0 in the main chain, reduced levels in its SubIFDs
+                extra = {"subifds": len(levels) - 1, "metadata": meta} if k == 0 else {"subfiletype": 1, "metadata": None}
+            else:  # OpenSlide generic tiled TIFF: every level in the main chain, reduced ones flagged
+                extra = {"metadata": None, **({"description": f"datagen canvas {name}"} if k == 0 else {}),
+                         **({"subfiletype": 1} if k else {})}
             tif.write(tiles(k, tile, bar), shape=shape_of(hw), dtype=np.uint8, **opts, **res, **extra)
 
 
 def _check_outputs(out: str | os.PathLike | None, zarr_path: str | os.PathLike | None, *, compression: str,
-                   tiff_tile: int, overwrite: bool) -> None:
+                   tiff_tile: int, overwrite: bool, tiff_layout: str = "ome", mpp: float | None = None) -> None:
     """Refuse bad options and existing outputs before anything is rendered."""
     if out is None and zarr_path is None:
-        raise UsageError(f"give an output: an OME-TIFF path ({arg('out')}) and/or an OME-Zarr path ({arg('zarr_path')})")
+        raise UsageError(f"give an output: a TIFF path ({arg('out')}) and/or an OME-Zarr path ({arg('zarr_path')})")
+    if tiff_layout not in TIFF_LAYOUTS:
+        raise UsageError(f"must be one of {', '.join(TIFF_LAYOUTS)}, got {tiff_layout!r}", param="tiff_layout")
+    if out is not None and tiff_layout == "generic" and Path(out).name.lower().endswith(_OME_SUFFIXES):
+        raise UsageError(f"{Path(out).name}: a generic tiled TIFF has no OME-XML, so it is not named .ome.tif; "
+                         f"name it {mask_paths(out)[1].name.removesuffix('.canvas.json')}.tif", param="out")
+    if mpp is not None and not (mpp >= 0 and np.isfinite(mpp)):
+        raise UsageError(f"microns per pixel must be a positive number (0: write no resolution), got {mpp}",
+                         param="mpp")
     if compression not in COMPRESSIONS:
         raise UsageError(f"must be one of {', '.join(COMPRESSIONS)}, got {compression!r}", param="compression")
     if tiff_tile < 16 or tiff_tile % 16:
@@ -290,19 +333,26 @@ def write_slide(
     compression: str = "zlib",
     jpeg_quality: int = 90,
     mpp: float | None = None,
+    tiff_layout: str | None = None,
     classes: list[dict[str, Any]],
     meta: dict[str, Any],
     overwrite: bool = False,
     progress: bool = True,
 ) -> SlideReport:
-    """Render ``tiles`` (covering ``size``) with ``render`` into an OME-Zarr and/or pyramidal OME-TIFFs.
+    """Render ``tiles`` (covering ``size``) with ``render`` into an OME-Zarr and/or pyramidal TIFFs.
 
+    ``tiff_layout``: ``ome`` or ``generic`` (:data:`TIFF_LAYOUTS`); default from ``out``'s name
+    (:func:`default_tiff_layout`). ``mpp``: microns per pixel at level 0; None or 0 writes no resolution.
     ``classes``: ``{id, name, color}`` per class (the label image's colours and names);
     ``meta``: written into the zarr attributes (``datagen``) and the JSON sidecar.
     """
     from tqdm.auto import tqdm
 
-    _check_outputs(out, zarr_path, compression=compression, tiff_tile=tiff_tile, overwrite=overwrite)
+    if tiff_layout is None:
+        tiff_layout = default_tiff_layout(out) if out is not None else "ome"
+    _check_outputs(out, zarr_path, compression=compression, tiff_tile=tiff_tile, overwrite=overwrite,
+                   tiff_layout=tiff_layout, mpp=mpp)
+    mpp = mpp or None
     t0 = time.perf_counter()
     levels = pyramid_shapes(size, tiff_tile)
     image_out = mask_out = None
@@ -329,15 +379,18 @@ def write_slide(
                 comp = _tiff_compression(compression, jpeg_quality)
                 lossless = _tiff_compression("zlib" if compression == "jpeg" else compression, jpeg_quality)
                 _write_tiff(image_out, store, kind="image", tile=tiff_tile, compression=comp, mpp=mpp,
-                            name="image", bar=bar)
+                            name="image", bar=bar, layout=tiff_layout)
                 _write_tiff(mask_out, store, kind="mask", tile=tiff_tile, compression=lossless, mpp=mpp,
-                            name="mask", bar=bar)
+                            name="mask", bar=bar, layout=tiff_layout)
                 atomic_write_text(json_out, json.dumps({**meta, "image": image_out.name, "mask": mask_out.name,
+                                                        "tiff_layout": tiff_layout, "mpp": mpp,
                                                         "levels": [list(s) for s in levels]}, indent=2) + "\n")
         if zarr_path is not None:  # overwrite: nothing can be renamed onto a folder, so the old one goes now
             _remove(Path(zarr_path))
     return SlideReport(image_out, mask_out, Path(zarr_path) if zarr_path is not None else None, tuple(size),
-                       levels, len(tiles), time.perf_counter() - t0, render_s)
+                       levels, len(tiles), time.perf_counter() - t0, render_s,
+                       extra={"tiff_layout": tiff_layout if out is not None else None, "mpp": mpp})
 
 
-__all__ = ["RenderTile", "SlideReport", "TileBounds", "mask_paths", "pyramid_shapes", "write_slide"]
+__all__ = ["TIFF_LAYOUTS", "RenderTile", "SlideReport", "TileBounds", "default_tiff_layout", "mask_paths",
+           "pyramid_shapes", "write_slide"]
