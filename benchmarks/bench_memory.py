@@ -31,7 +31,7 @@ if {threads}:
 from datagen.generate import generate
 t0 = time.perf_counter()
 rep = generate({recipe!r}, {out!r}, num={num}, seed=0, format="zarr", device={device!r},
-               batch_size={batch}, block_size={block}, progress=False)
+               batch_size={batch}, block_size={block}, progress=False, workers=1)  # this process's memory only
 print(json.dumps({{"num": {num}, "written": rep.written_samples, "seconds": time.perf_counter() - t0,
                   "maxrss_kib": _peak_rss_kib()}}))
 """

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
             counter[0] += 1
             out = tmp / f"run{counter[0]}"
             rep = generate(recipe, out, num=a.num, seed=0, format=a.format, device=device,
-                           batch_size=a.batch_size, block_size=a.block_size, progress=False)
+                           batch_size=a.batch_size, block_size=a.block_size, progress=False,
+                           workers=1)  # the in-process pipeline (bench_scaling.py measures worker processes)
             seconds.append(rep.seconds)
             shutil.rmtree(out, ignore_errors=True)
 

@@ -4,6 +4,9 @@ Rendering runs on the calling thread (GPU or CPU); layouts for the next block
 are drawn on a helper thread while the current block renders, and augmentation
 plus writing happen on a writer thread, so both hide behind rendering. At most
 two blocks wait for the writer, which bounds memory whatever the dataset size.
+On a multi-core CPU, runs of several blocks render in single-threaded worker
+processes instead (:mod:`datagen.engines.processes`); this process then only
+hands out blocks and writes them, the same way.
 
 Everything that can fail because of user input (recipe, model, library, output
 directory) is checked before the output is created, so a failed start leaves
@@ -18,7 +21,9 @@ import platform
 import time
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,19 +32,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
+from .assemble import assemble
 from .augment import apply_augment
-from .errors import ConfigError, DatagenError
+from .errors import ConfigError, DatagenError, UsageError, arg, message_of
 from .models.generator import Generator
 from .models.registry import load_generator
-from .recipe import Recipe, load_recipe, resolve_class_vectors
-from .render import PaintClass, Renderer
+from .options import FORMATS, VERIFY_LEVELS
+from .recipe import Recipe, load_recipe
+from .render import Renderer
 from .seeding import sample_rng
-from .writers import DatasetInfo, DatasetWriter, blocks_for_worker, open_writer
-
-FORMATS = ("zarr", "tiff")
-#: ``--verify`` levels of ``--resume``: ``files`` checks each recorded block's files (size and
-#: sha256 against the manifest), ``full`` also decodes and hashes every sample, ``none`` trusts the manifest.
-VERIFY_LEVELS = ("files", "full", "none")
+from .writers import DatasetInfo, DatasetWriter, blocks_left, open_writer
 
 
 class RepairWarning(UserWarning):
@@ -75,27 +77,8 @@ class GenerateReport:
 
 
 def build_renderer(recipe: Recipe, generator: Generator, seed: int) -> Renderer:
-    """Resolve the recipe's classes to vectors and build the renderer for ``seed``."""
-    if recipe.layout is None:
-        raise ConfigError("required field is missing: a layout mapping ({kind: voronoi, ...}) or a preset name "
-                          "(see layouts/)", file=recipe.file, field="layout")
-    library = recipe.load_library()
-    recipe.validate_against(generator, library)
-    vectors = resolve_class_vectors(recipe, library) if library is not None else {}
-    classes = []
-    for c in recipe.classes:
-        if c.keep:
-            classes.append(PaintClass(c.id, c.name, keep=True))
-        else:
-            v, w = vectors[c.name]
-            classes.append(PaintClass(c.id, c.name, vectors=v, weights=w))
-    return Renderer(
-        generator, classes, recipe.parsed_layout(),
-        size=tuple(recipe.size), seed=seed, layer=recipe.layer_name,
-        soft_boundary=recipe.paint.soft_boundary, mask_mode=recipe.paint.mask,
-        ignore_index=recipe.ignore_index, min_confidence=recipe.paint.min_confidence,
-        boundary_ignore=recipe.paint.boundary_ignore,
-    )
+    """The renderer of ``recipe`` for ``seed``, checked against the model and library (:func:`datagen.assemble.assemble`)."""
+    return Renderer.from_setup(assemble(recipe, generator, seed))
 
 
 #: Most samples one dataset may hold (a sanity bound on --num; split bigger jobs into several datasets).
@@ -104,15 +87,27 @@ MAX_SAMPLES = 1_000_000_000
 
 def load_recipe_model(recipe: Recipe, device: str | None = None, *, trust_pickles: bool = False) -> Generator:
     """The recipe's generator on ``device``; a missing or unreadable model (or an untrusted
-    ``stylegan2:`` pickle) is a ConfigError naming the recipe's ``model`` field."""
+    ``stylegan2:`` pickle) is a ConfigError naming the recipe's ``model`` field. A recipe's
+    ``fixed_style`` is applied here (:func:`datagen.models.caveats.fix_style` after the paint
+    layer), so generate, preview and canvas render with it."""
     from .models.checkpoint import CheckpointError
     from .models.registry import resolve_device
 
     dev = resolve_device(device)  # a bad --device is the option's fault, not the model's
     try:
-        return load_generator(recipe.model_spec, dev, trust_pickles=trust_pickles or recipe.trust)
+        gen = load_generator(recipe.model_spec, dev, trust_pickles=trust_pickles or recipe.trust)
     except (CheckpointError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise ConfigError(str(e), file=recipe.file, field="model") from None
+        raise ConfigError(message_of(e), file=recipe.file, field="model") from None
+    if recipe.style_seed is not None:  # fixed_style: share the styles after the paint layer (StyleGAN2)
+        from .models.caveats import fix_style
+
+        try:
+            fix_style(gen, recipe.style_seed, recipe.layer_name or gen.default_layer)
+        except KeyError as e:  # a layer the synthesis network lacks
+            raise ConfigError(message_of(e), file=recipe.file, field="layer") from None
+        except DatagenError as e:
+            raise ConfigError(message_of(e), file=recipe.file, field="fixed_style") from None
+    return gen
 
 
 def _total_memory(device: Any) -> int | None:
@@ -153,7 +148,7 @@ def check_memory(recipe: Recipe, gen: Generator, size: tuple[int, int], batch_si
     gib = 1 << 30
     h, w = size
     per = batch / max(batch_size, 1)
-    hint = (f"; --batch-size {max(1, int(total // max(per, 1)))} may fit" if batch_size > 1 and per + (0 if gen.device.type == "cuda" else blocks) <= total
+    hint = (f"; {arg('batch_size', max(1, int(total // max(per, 1))))} may fit" if batch_size > 1 and per + (0 if gen.device.type == "cuda" else blocks) <= total
             else "; use a smaller size (datagen canvas renders large images tile by tile)")
     raise ConfigError(
         f"{h}x{w} needs about {need_dev / gib:,.1f} GiB of memory for one batch of {batch_size} (and the blocks "
@@ -163,7 +158,7 @@ def check_memory(recipe: Recipe, gen: Generator, size: tuple[int, int], batch_si
 
 def prepare(recipe_path: str | os.PathLike, *, num: int, seed: int = 0, device: str | None = None,
             block_size: int = 16, generator: Generator | None = None, check_separability: bool = True,
-            batch_size: int = 8, trust_pickles: bool = False) -> Job:
+            batch_size: int = 8, trust_pickles: bool = False, instances: bool = False) -> Job:
     """Load and check everything a run needs, without touching the output. ``check_separability``:
     warn (ClassSeparabilityWarning) when two painted classes cannot be told apart (docs/vectors.md#separability).
 
@@ -172,14 +167,16 @@ def prepare(recipe_path: str | os.PathLike, *, num: int, seed: int = 0, device: 
 
     ``trust_pickles``: allow a ``stylegan2:`` pickle model (unpickling runs code from the file;
     a recipe can also say ``trust: true``). Besides the recipe, model and library, the memory a
-    batch needs and the augmentation (dry-run on a dummy pair) are checked here."""
+    batch needs and the augmentation (dry-run on a dummy pair) are checked here.
+
+    ``instances``: the dataset also stores an instance map per sample (docs/formats.md#instance-maps)."""
     if num < 1:
-        raise ValueError(f"--num must be at least 1, got {num}")
+        raise UsageError(f"must be at least 1, got {num}", param="num")
     if num > MAX_SAMPLES:
-        raise ValueError(f"--num must be at most {MAX_SAMPLES:,} samples per dataset, got {num:,}; "
-                         "split bigger jobs into several datasets (different --seed)")
+        raise UsageError(f"must be at most {MAX_SAMPLES:,} samples per dataset, got {num:,}; "
+                         f"split bigger jobs into several datasets (different {arg('seed')})", param="num")
     if seed < 0:
-        raise ValueError(f"--seed must be non-negative, got {seed}")
+        raise UsageError(f"must be non-negative, got {seed}", param="seed")
     recipe = load_recipe(recipe_path)
     gen = generator if generator is not None else load_recipe_model(recipe, device, trust_pickles=trust_pickles)
     renderer = build_renderer(recipe, gen, seed)
@@ -198,11 +195,12 @@ def prepare(recipe_path: str | os.PathLike, *, num: int, seed: int = 0, device: 
         classes=[{"id": c.id, "name": c.name, "color": c.color, **({"keep": True} if c.keep else {})}
                  for c in recipe.classes],
         ignore_index=recipe.ignore_index,
+        instances=instances,
         attrs={
             "seed": seed,
             "batch_size": batch_size,
-            "recipe": Path(recipe_path).read_text(),
-            "recipe_file": str(Path(recipe_path)),
+            "recipe": recipe.file.read_text(),
+            "recipe_file": str(recipe.file),
             "model": recipe.model_spec,
             "layer": renderer.layer,
             "layer_size": list(renderer.layer_size),
@@ -227,23 +225,65 @@ def augment_block(job: Job, indices: range, images: np.ndarray, masks: np.ndarra
     return out_i, out_m
 
 
-def render_block(job: Job, indices: range, layouts: np.ndarray, batch_size: int,
+def render_block(job: Job, indices: range, layouts: np.ndarray | None, batch_size: int,
                  plans: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images and masks of one block, rendered in batches of ``batch_size``."""
-    r = job.renderer
-    pairs = [
-        r.render_pairs(indices[k:k + batch_size], layouts[k:k + batch_size], plans[k:k + batch_size] if plans is not None else None)
-        for k in range(0, len(indices), batch_size)
-    ]
-    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    """Images and masks of one block, rendered in batches of ``batch_size`` (see :meth:`Renderer.pairs`)."""
+    return job.renderer.pairs(indices, layouts, plans, batch_size=batch_size)
+
+
+class _BlockSink:
+    """Augments and writes rendered blocks on a writer thread and counts them on the progress bar.
+
+    At most two blocks wait for the writer (:meth:`put` blocks until one is written), which
+    bounds memory whatever the dataset size. On an error, blocks already with the writer
+    finish (they land whole in the manifest); queued ones are dropped."""
+
+    def __init__(self, job: Job, writer: DatasetWriter, blocks: list[int], progress: bool,
+                 desc: str = "generate") -> None:
+        self.job, self.writer = job, writer
+        total = sum(len(job.info.block_range(b)) for b in blocks)
+        self.bar = tqdm(total=total, unit="img", desc=desc, disable=not progress, dynamic_ncols=True, smoothing=0.1)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="writer")
+        self.pending: deque[Future[int]] = deque()
+        self.written = 0
+
+    def _finish(self, b: int, images: np.ndarray, masks: np.ndarray) -> int:
+        images, masks = augment_block(self.job, self.job.info.block_range(b), images, masks)
+        self.writer.write_block(b, images, masks)
+        return len(images)
+
+    def _collect(self) -> None:
+        n = self.pending.popleft().result()
+        self.written += n
+        self.bar.update(n)
+
+    def put(self, b: int, images: np.ndarray, masks: np.ndarray) -> None:
+        """Hand block ``b`` to the writer (after waiting while two blocks are queued)."""
+        while len(self.pending) >= 2:
+            self._collect()
+        self.pending.append(self.pool.submit(self._finish, b, images, masks))
+
+    def drain(self) -> None:
+        """Wait until every block handed over is written."""
+        while self.pending:
+            self._collect()
+
+    def __enter__(self) -> _BlockSink:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        try:
+            if exc_type is not None:
+                for f in self.pending:
+                    f.cancel() or f.exception()
+            self.pool.shutdown(wait=True)
+        finally:
+            self.bar.close()
 
 
 def run_job(job: Job, writer: DatasetWriter, blocks: list[int], *, batch_size: int = 8, progress: bool = True) -> int:
-    """Render ``blocks`` into ``writer`` with layout prefetch and background writing."""
+    """Render ``blocks`` into ``writer`` in this process, with layout prefetch and background writing."""
     info = job.info
-    total = sum(len(info.block_range(b)) for b in blocks)
-    bar = tqdm(total=total, unit="img", desc="generate", disable=not progress, dynamic_ncols=True, smoothing=0.1)
-    written = 0
 
     def layouts_for(b: int) -> tuple[np.ndarray, list[Any]]:
         """Layouts and paint plans of a block: CPU work done while the previous block renders."""
@@ -251,37 +291,48 @@ def run_job(job: Job, writer: DatasetWriter, blocks: list[int], *, batch_size: i
         layouts = np.stack([job.renderer.make_layout(i) for i in r])
         return layouts, [job.renderer.plan(i, lay) for i, lay in zip(r, layouts)]
 
-    def finish(b: int, images: np.ndarray, masks: np.ndarray) -> int:
-        images, masks = augment_block(job, info.block_range(b), images, masks)
-        writer.write_block(b, images, masks)
-        return len(images)
-
-    with ThreadPoolExecutor(1, thread_name_prefix="layout") as layout_pool, \
-            ThreadPoolExecutor(1, thread_name_prefix="writer") as write_pool:
-        pending: deque[Future[int]] = deque()
+    with _BlockSink(job, writer, blocks, progress) as sink, \
+            ThreadPoolExecutor(1, thread_name_prefix="layout") as layout_pool:
         nxt = layout_pool.submit(layouts_for, blocks[0]) if blocks else None
+        for k, b in enumerate(blocks):
+            layouts, plans = nxt.result()  # type: ignore[union-attr]
+            nxt = layout_pool.submit(layouts_for, blocks[k + 1]) if k + 1 < len(blocks) else None
+            sink.put(b, *render_block(job, info.block_range(b), layouts, batch_size, plans))
+        sink.drain()
+    return sink.written
+
+
+def run_job_workers(job: Job, writer: DatasetWriter, blocks: list[int], pool: Any, *, progress: bool = True) -> int:
+    """Render ``blocks`` in the worker processes of ``pool`` (:class:`datagen.engines.processes.RenderPool`)
+    and write them here, in the order they finish. On any error or Ctrl-C the workers are stopped
+    first; blocks already with the writer are still written."""
+    info = job.info
+    with _BlockSink(job, writer, blocks, progress, desc=f"generate ({len(pool.workers)} workers)") as sink:
         try:
-            for k, b in enumerate(blocks):
-                layouts, plans = nxt.result()  # type: ignore[union-attr]
-                nxt = layout_pool.submit(layouts_for, blocks[k + 1]) if k + 1 < len(blocks) else None
-                images, masks = render_block(job, info.block_range(b), layouts, batch_size, plans)
-                while len(pending) >= 2:  # bounded memory: at most two blocks queued for writing
-                    n = pending.popleft().result()
-                    written += n
-                    bar.update(n)
-                pending.append(write_pool.submit(finish, b, images, masks))
-            while pending:
-                n = pending.popleft().result()
-                written += n
-                bar.update(n)
+            for b, images, masks in pool.render([(b, info.block_range(b).start, info.block_range(b).stop)
+                                                 for b in blocks]):
+                sink.put(b, images, masks)
+            sink.drain()
         except BaseException:
-            # let blocks already handed to the writer finish (they land whole in the manifest)
-            for f in pending:
-                f.cancel() or f.exception()
+            pool.terminate()
             raise
-        finally:
-            bar.close()
-    return written
+    return sink.written
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``threads`` torch intra-op threads (None: as they are), then restore them."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 #: errno values of a full disk (or an exhausted quota).
@@ -298,13 +349,13 @@ def _disk_full_message(out: str | os.PathLike, writer: DatasetWriter, mine: list
     except Exception:  # the manifest may be unreadable on a full disk: say what is known
         kept = None
     what = f"{kept} of {len(mine)} blocks are complete and kept" if kept is not None else "completed blocks are kept"
-    return (f"--out: {out}: disk full ({os.strerror(e.errno or errno.ENOSPC)}); {what}. Free space, then rerun "
-            "the same command with --resume to continue")
+    return (f"{out}: disk full ({os.strerror(e.errno or errno.ENOSPC)}); {what}. Free space, then rerun "
+            f"the same command with {arg('resume', True)} to continue")
 
 
 def check_disk(out: str | os.PathLike, info: DatasetInfo, *, shard_index: int = 0, num_shards: int = 1) -> None:
     """Refuse a run whose output cannot fit on the disk, even compressed 4:1 (images compress
-    about 2:1, masks much more): a ValueError naming --num, before the output is created."""
+    about 2:1, masks much more): a UsageError naming ``num``, before the output is created."""
     import shutil
 
     p = Path(out).absolute()
@@ -317,16 +368,39 @@ def check_disk(out: str | os.PathLike, info: DatasetInfo, *, shard_index: int = 
     if usage.total == 0:  # a pseudo file system (/proc, /sys): the writer says what is wrong with it
         return
     free = usage.free
-    nb = len(range(shard_index, info.num_blocks, num_shards))  # this worker's blocks (counted, not listed)
+    nb = len(info.shard_blocks(shard_index, num_shards))  # this worker's blocks (counted, not listed)
     n = nb * info.block_size
     last = info.num_blocks - 1
     if last >= shard_index and (last - shard_index) % num_shards == 0:
         n -= info.num_blocks * info.block_size - info.num_samples  # the short last block is this worker's
-    need = n * info.height * info.width * 4 // 4  # uint8 RGB image + mask per pixel, at 4:1
+    per_pixel = 4 + (4 if info.instances else 0)  # uint8 RGB image + mask (+ uint32 instance id)
+    need = n * info.height * info.width * per_pixel // 4  # at 4:1
     if need > free:
-        raise ValueError(f"--num: {n:,} samples of {info.height}x{info.width} need at least {_human(need)} "
-                         f"on disk (even at 4:1 compression), but {p} has {_human(free)} free; lower --num, "
-                         "free space or split the run with --num-shards over several disks")
+        raise UsageError(f"{n:,} samples of {info.height}x{info.width} need at least {_human(need)} "
+                         f"on disk (even at 4:1 compression), but {p} has {_human(free)} free; lower {arg('num')}, "
+                         f"free space or split the run with {arg('num_shards')} over several disks", param="num")
+
+
+def _render(job: Job, writer: DatasetWriter, todo: list[int], *, recipe_path: str | os.PathLike, num: int, seed: int,
+            batch_size: int, block_size: int, trust_pickles: bool, instances: bool, workers: int | str,
+            threads: int | None, progress: bool) -> int:
+    """Render ``todo`` into ``writer``: in this process or in worker processes, as :func:`plan_processes` decides."""
+    from .engines.processes import WORKER_BASE_BYTES, RenderPool, WorkerSpec, plan_processes
+
+    h, w = job.renderer.size
+    batch, blocks = estimate_memory(job.generator, (h, w), batch_size, block_size)
+    samples = sum(len(job.info.block_range(b)) for b in todo)
+    plan = plan_processes(workers, threads, device_type=job.generator.device.type, blocks=len(todo),
+                          megapixels=samples * h * w / 1e6, worker_bytes=WORKER_BASE_BYTES + batch + blocks,
+                          memory=_total_memory("cpu"))
+    if plan.workers == 1:
+        with torch_threads(plan.threads):
+            return run_job(job, writer, todo, batch_size=batch_size, progress=progress)
+    spec = WorkerSpec(recipe_path=str(recipe_path), num=num, seed=seed, device=str(job.generator.device),
+                      block_size=block_size, batch_size=batch_size, trust_pickles=trust_pickles, instances=instances,
+                      threads=int(plan.threads or 1))
+    with RenderPool(spec, plan.workers, expected_info=job.info.to_dict()) as pool:
+        return run_job_workers(job, writer, todo, pool, progress=progress)
 
 
 def _human(n: float) -> str:
@@ -353,53 +427,73 @@ def generate(
     progress: bool = True,
     verify: str = "files",
     trust_pickles: bool = False,
+    instances: bool = False,
+    workers: int | str = "auto",
+    threads: int | None = None,
 ) -> GenerateReport:
     """Generate samples ``0..num-1`` (this worker's share of them) into ``out``.
 
     With ``resume``, the blocks the manifest records as complete are checked first
     (``verify``: see :data:`VERIFY_LEVELS`); those that fail are rewritten, each with a
-    :class:`RepairWarning` saying what was wrong.
+    :class:`RepairWarning` saying what was wrong.  ``instances``: also write an instance map
+    beside each mask (see :func:`prepare`).
+
+    ``workers``: render in this many processes of this machine (1: in this process), or
+    ``"auto"``: one single-threaded worker per CPU core for runs of several blocks, this
+    process on a GPU (:func:`datagen.engines.processes.plan_processes`). ``threads``: torch
+    threads per rendering process (default: 1 per worker when there is a worker per core;
+    in this process, its own setting). Neither changes a pixel; ``batch_size`` does.
+    Workers are fresh interpreters: a calling script is not run again in them.
     """
+    from .engines.processes import check_threads, check_workers
+
+    workers, threads = check_workers(workers), check_threads(threads)
     if verify not in VERIFY_LEVELS:
-        raise ValueError(f"--verify must be one of {', '.join(VERIFY_LEVELS)}, got {verify!r}")
+        raise UsageError(f"must be one of {', '.join(VERIFY_LEVELS)}, got {verify!r}", param="verify")
     if format not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise UsageError(f"must be one of {', '.join(FORMATS)}, got {format!r}", param="format")
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        raise UsageError(f"must be at least 1, got {batch_size}", param="batch_size")
     if block_size < 1:
-        raise ValueError(f"--block-size must be at least 1, got {block_size}")
+        raise UsageError(f"must be at least 1, got {block_size}", param="block_size")
     if num_shards < 1:
-        raise ValueError(f"--num-shards must be at least 1, got {num_shards}")
+        raise UsageError(f"must be at least 1, got {num_shards}", param="num_shards")
     if not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard-index must be in 0..{num_shards - 1} (with --num-shards {num_shards}), got {shard_index}")
+        raise UsageError(f"must be in 0..{num_shards - 1} (with {arg('num_shards', num_shards)}), got {shard_index}",
+                         param="shard_index")
     job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size, batch_size=batch_size,
-                  trust_pickles=trust_pickles)
+                  trust_pickles=trust_pickles, instances=instances)
     if not resume:
         check_disk(out, job.info, shard_index=shard_index, num_shards=num_shards)
+    if num_shards > 1:  # so validate can name the shards still to run (volatile: not fingerprinted)
+        job.info.attrs["num_shards"] = num_shards
     t0 = time.perf_counter()
     try:
         writer = open_writer(format, out, job.info, resume=resume, shard_index=shard_index, num_shards=num_shards)
     except DatagenError as e:  # the writer says what is wrong with the path; name the option that gave it
-        raise (ConfigError(str(e), field="--out") if isinstance(e, ConfigError) else DatagenError(f"--out: {e}")) from None
+        raise (ConfigError(e.message, file=e.file, field=e.field, param="out") if isinstance(e, ConfigError)
+               else UsageError(e.message, param="out")) from None
     except OSError as e:
         if e.errno in _DISK_FULL:
-            raise DiskFullError(f"--out: {out}: {os.strerror(e.errno)} while creating the output; free space and "
-                                "run the command again") from None
+            raise DiskFullError(f"{out}: {os.strerror(e.errno)} while creating the output; free space and "
+                                "run the command again", param="out") from None
         raise
     repaired: dict[int, str] = {}
     mine: list[int] = []
     try:
         try:
             done = writer.completed_blocks()
-            mine = [r.start // job.info.block_size for r in blocks_for_worker(job.info, shard_index, num_shards)]
+            mine = list(job.info.shard_blocks(shard_index, num_shards))
             if resume and verify != "none":
                 recorded = [b for b in mine if b in done]
                 repaired = writer.verify_blocks(recorded, full=verify == "full")
                 for b, problem in sorted(repaired.items()):
                     warnings.warn(RepairWarning(f"block {b} failed verification ({problem}); rewriting it"), stacklevel=2)
                 writer.allow_rewrite(repaired)
-            todo = [b for b in mine if b not in done or b in repaired]
-            written = run_job(job, writer, todo, batch_size=batch_size, progress=progress)
+            todo = blocks_left(job.info, done, shard_index=shard_index, num_shards=num_shards, redo=repaired)
+            written = _render(job, writer, todo, recipe_path=recipe_path, num=num, seed=seed, batch_size=batch_size,
+                              block_size=block_size, trust_pickles=trust_pickles, instances=instances,
+                              workers=workers, threads=threads, progress=progress)
         finally:
             try:
                 writer.close()
@@ -409,6 +503,6 @@ def generate(
     except OSError as e:
         if e.errno not in _DISK_FULL:
             raise
-        raise DiskFullError(_disk_full_message(out, writer, mine, e)) from None
+        raise DiskFullError(_disk_full_message(out, writer, mine, e), param="out") from None
     return GenerateReport(Path(out), written, len(mine) - len(todo), len(mine), time.perf_counter() - t0,
                           repaired_blocks=repaired, cleaned=writer.cleaned)

@@ -40,4 +40,8 @@ def test_benchmark_quick_prints_json(name, key, capsys, tmp_path):
     printed = json.loads(capsys.readouterr().out)
     assert printed == result == json.loads((tmp_path / "r.json").read_text())
     assert key in result and result["machine"]["cores"] >= 1 and "torch" in result["machine"]
+    if name == "bench_scaling":  # its settings part: the default `datagen generate` command vs another setting
+        settings = result["settings"]
+        assert [r["setting"] for r in settings["rows"]] == ["default", "--workers 1"]
+        assert 0 < settings["ratio_default_over_best"] <= 1 and settings["rows"][0]["images_per_s"] > 0
     sys.modules.pop(name, None)

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -15,6 +16,7 @@ import zarr
 
 from datagen.cli import main
 from datagen.generate import generate, prepare
+from datagen.writers import read_manifest
 
 SIZE = 64
 
@@ -31,7 +33,7 @@ def _run(recipe, out, fmt="zarr", num=32, **kw):
 
 
 def _read_zarr(out):
-    root = zarr.open_group(str(out), mode="r")
+    root = zarr.open_group(str(out / "data.zarr"), mode="r")  # the group sits beside info.json and manifest/
     return np.asarray(root["images"][:]), np.asarray(root["masks"][:]), dict(root.attrs)
 
 
@@ -74,14 +76,30 @@ def test_painting_changes_only_with_vectors(assets, tmp_path):
     d, recipe = assets
     from datagen.render import render_plain
 
+    idx = list(range(8))
     job = prepare(recipe, num=8, seed=7)
-    imgs, masks = job.renderer(list(range(8)))
-    plain = render_plain(job.generator, list(range(8)), (SIZE, SIZE), 7)
-    for i in range(8):
-        if (masks[i] == 0).all():
-            np.testing.assert_array_equal(imgs[i], plain[i])
-        else:
-            assert not np.array_equal(imgs[i], plain[i])
+    plain = render_plain(job.generator, idx, (SIZE, SIZE), 7)
+    imgs, _ = job.renderer(idx)
+    for i in idx:
+        assert (job.renderer.make_layout(i) != 0).any()  # every sample paints a tumor or stroma region
+        assert not np.array_equal(imgs[i], plain[i])
+    # every class keeps the layer's own activations: nothing is painted, nothing is labelled
+    keep = tmp_path / "keep.yaml"
+    keep.write_text(textwrap.dedent(f"""\
+        model: {d / 'model'}
+        layer: dec.x4
+        size: [{SIZE}, {SIZE}]
+        classes:
+          - {{name: background, id: 0, color: "#f0f0f0", keep: true}}
+          - {{name: tissue, id: 1, color: "#d62728", keep: true}}
+        layout: {{kind: voronoi, classes: {{background: 1, tissue: 1}}, cells: [3, 8]}}
+        """))
+    job = prepare(keep, num=8, seed=7)
+    layouts = np.stack([job.renderer.make_layout(i) for i in idx])
+    assert set(np.unique(layouts)) == {0, 1}  # both keep classes are drawn
+    imgs, masks = job.renderer(idx)
+    np.testing.assert_array_equal(imgs, plain)
+    assert (masks == 255).all()
 
 
 def test_same_seed_bit_identical(assets, tmp_path):
@@ -116,23 +134,26 @@ def test_kill_then_resume_equals_uninterrupted(assets, tmp_path):
            "--seed", "7", "--batch-size", "8", "--block-size", "8", "--quiet"]
     # same intra-op thread count as this process: float reductions (and so rounding) depend on it
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
-    manifest = out / "manifest"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill -9 once some, but not all, blocks are complete
-        lines = sum(len(p.read_text().splitlines()) for p in manifest.glob("*.jsonl")) if manifest.exists() else 0
-        if lines >= 2 or proc.poll() is not None:
-            break
-        time.sleep(0.05)
+    deadline = time.time() + 300
+    while not _done_blocks(out) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)  # kill -9 as soon as the first of 8 blocks is recorded
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it was killed"
+    assert 0 < _done_blocks(out) < 8  # the kill landed mid-run
     assert main(["generate", str(recipe), "--out", str(out), "--num", "64", "--seed", "7", "--batch-size", "8",
                  "--block-size", "8", "--quiet"]) == 2  # refuses to overwrite without --resume
     assert main(cmd[3:] + ["--resume"]) == 0
+    assert _done_blocks(out) == 8
     _run(recipe, tmp_path / "ref", num=64)
     a, b = _read_zarr(out), _read_zarr(tmp_path / "ref")
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert main(["validate", str(out), "--quiet"]) == 0
+
+
+def _done_blocks(out) -> int:
+    """Blocks the output's manifest records as complete (0 before it exists)."""
+    return len(read_manifest(out).completed_blocks())
 
 
 def test_augmentation_is_joint_and_deterministic(assets, tmp_path):
@@ -177,3 +198,222 @@ def test_preview_shows_the_samples_generate_writes(assets, tmp_path):
         np.testing.assert_array_equal(sheet[y:y + h, x:x + w], images[k])  # the very sample `generate` wrote
         np.testing.assert_array_equal(sheet[y:y + h, x + w + gap:x + 2 * w + gap], colorize(masks[k], colors, attrs.get("ignore_index")))
     assert main(["preview", str(recipe), "--out", str(tmp_path / "q.png"), "--num", "0"]) == 2
+
+
+
+# ---- worker processes (datagen/engines/processes.py) -----------------------------------------------
+
+def _hashes(out) -> dict[int, list[tuple[str, ...]]]:
+    """Every block's recorded sample hashes."""
+    m = read_manifest(out)
+    return {b: m.hashes(b) for b in sorted(m.completed_blocks())}
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the processes whose parent is ``pid``."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The live render workers (datagen.engines.processes) that ``pid`` started."""
+    out = []
+    for c in _children(pid):
+        try:
+            with open(f"/proc/{c}/cmdline", "rb") as f:
+                if b"datagen.engines.processes" in f.read() and _alive(c):
+                    out.append(c)
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pids, timeout=60.0) -> list[int]:
+    """The pids still alive after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while [p for p in pids if _alive(p)] and time.time() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def test_workers_equal_single_process(assets, tmp_path, monkeypatch):
+    """Two worker processes write the same arrays and manifest hashes as this process (mask: rendered included:
+    every worker fits the same classifier); blocks arrive in any order."""
+    d, recipe = assets
+    monkeypatch.setenv("DATAGEN_SEPARABILITY", "0")
+    one = _run(recipe, tmp_path / "one", num=40, workers=1)
+    two = _run(recipe, tmp_path / "two", num=40, workers=2)
+    assert one.written_samples == two.written_samples == 40
+    a, b = _read_zarr(tmp_path / "one"), _read_zarr(tmp_path / "two")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert _hashes(tmp_path / "one") == _hashes(tmp_path / "two") and len(_hashes(tmp_path / "two")) == 5
+    from datagen.validate import validate_dataset
+
+    assert validate_dataset(tmp_path / "two").ok
+
+
+def test_plan_processes_rule():
+    from datagen.engines.processes import plan_processes
+
+    def wt(workers, threads=None, **kw):
+        plan = plan_processes(workers, threads, **{"device_type": "cpu", "cores": 2, **kw})
+        return plan.workers, plan.threads
+
+    mpx = 65536 / 1e6  # one 256-px sample
+    assert wt("auto", blocks=8, megapixels=128 * mpx) == (2, 1)  # a single-threaded worker per core
+    assert wt("auto", blocks=4, megapixels=64 * mpx) == (1, None)  # under 4 Mpx per worker: this process
+    assert wt("auto", blocks=3, megapixels=1e3) == (1, None)  # under 2 blocks per worker: this process
+    assert wt("auto", blocks=64, cores=16) == (16, 1)
+    assert wt("auto", blocks=10, cores=16) == (5, 3)
+    assert wt("auto", blocks=64, cores=16, device_type="cuda") == (1, None)
+    assert wt("auto", blocks=64, cores=16, worker_bytes=4 << 30, memory=16 << 30) == (3, 5)  # as many as fit in 80 %
+    assert wt(3, 2, blocks=64) == (3, 2)
+    assert wt(4, blocks=2) == (2, 1)  # never more workers than blocks
+    assert wt(1, blocks=8) == (1, None)  # this process keeps its own threads
+
+
+def test_workers_option_errors(assets, tmp_path, capsys):
+    d, recipe = assets
+    from datagen.errors import UsageError
+
+    for bad in (0, -1, "many", 1.5):
+        with pytest.raises(UsageError) as e:
+            _run(recipe, tmp_path / "o", num=8, workers=bad)
+        assert e.value.param == "workers"
+    with pytest.raises(UsageError) as e:
+        _run(recipe, tmp_path / "o", num=8, threads=0)
+    assert e.value.param == "threads"
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):
+        main(["generate", str(recipe), "--out", str(tmp_path / "o"), "--num", "8", "--workers", "0"])
+    assert "--workers: expected a number of processes >= 1 or 'auto'" in capsys.readouterr().err
+
+
+def test_worker_error_is_one_line(assets, tmp_path, monkeypatch, capsys):
+    """A worker that fails (here: the library is damaged after this process checked it) stops the run with
+    the worker's own error, rendered by the CLI as one line; no worker is left behind."""
+    from datagen.engines import processes
+
+    d, recipe = assets
+    lib = tmp_path / "lib"
+    import shutil
+
+    shutil.copytree(d / "library", lib)
+    r = tmp_path / "recipe.yaml"
+    r.write_text(recipe.read_text().replace("library: library", f"library: {lib}"))
+    start = processes.RenderPool.__init__
+
+    def damage_then_start(self, *a, **k):
+        for f in lib.rglob("*"):
+            if f.is_file():
+                f.write_bytes(b"not a library")
+        start(self, *a, **k)
+
+    monkeypatch.setattr(processes.RenderPool, "__init__", damage_then_start)
+    rc = main(["generate", str(r), "--out", str(tmp_path / "o"), "--num", "16", "--block-size", "4", "--workers",
+               "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.strip().splitlines() if ": warning: " not in line]  # the tiny library's classes
+    assert len(lines) == 1 and lines[0].startswith("datagen generate: error: ") and "Traceback" not in err, err
+    assert "lib/library.yaml: expected a mapping" in lines[0]
+    assert _workers_of(os.getpid()) == []
+    assert _done_blocks(tmp_path / "o") == 0
+
+
+@pytest.fixture(scope="module")
+def layout_masks(assets, tmp_path_factory):
+    """The test recipe with ``mask: layout`` (no classifier to fit in every worker: faster) and a reference
+    dataset of it from this process: 64 samples, seed 7, batches of 8, 16 blocks of 4."""
+    d, recipe = assets
+    r = d / "layout-masks.yaml"
+    r.write_text(recipe.read_text() + "paint: {mask: layout}\n")
+    ref = tmp_path_factory.mktemp("ref") / "ref"
+    generate(r, ref, num=64, seed=7, batch_size=8, block_size=4, progress=False, workers=1)
+    return r, ref
+
+
+def _equal_datasets(out, ref) -> None:
+    a, b = _read_zarr(out), _read_zarr(ref)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert _hashes(out) == _hashes(ref)
+
+
+def test_worker_killed_keeps_blocks_and_resumes(layout_masks, tmp_path, monkeypatch):
+    """A worker killed mid-run (out of memory, kill -9) is a DatagenError naming it; the blocks written so far
+    are kept and a resumed run with workers finishes the dataset, equal to a run in this process."""
+    from datagen import generate as gen_mod
+    from datagen.errors import DatagenError
+
+    recipe, ref = layout_masks
+    out = tmp_path / "o"
+    put = gen_mod._BlockSink.put
+
+    def kill_a_worker_on_first_block(self, *a, **k):
+        put(self, *a, **k)
+        workers = _workers_of(os.getpid())
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)
+
+    monkeypatch.setenv("DATAGEN_SEPARABILITY", "0")
+    monkeypatch.setattr(gen_mod._BlockSink, "put", kill_a_worker_on_first_block)
+    kw = dict(num=64, seed=7, batch_size=8, block_size=4, progress=False, workers=2)
+    with pytest.raises(DatagenError, match=r"render worker datagen-render-\d \(pid \d+\) was killed by signal 9"):
+        generate(recipe, out, **kw)
+    monkeypatch.setattr(gen_mod._BlockSink, "put", put)
+    assert _workers_of(os.getpid()) == []
+    kept = _hashes(out)
+    assert 1 <= len(kept) < 16
+    rep = generate(recipe, out, resume=True, **kw)
+    assert rep.skipped_blocks == len(kept) and rep.written_samples == 64 - 4 * len(kept)
+    _equal_datasets(out, ref)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_parent_killed_or_interrupted_with_workers(layout_masks, tmp_path, monkeypatch, sig):
+    """kill -9 of the parent: its workers exit by themselves. Ctrl-C (SIGINT to the whole process group, as a
+    terminal sends it): exit status 130, one message, no traceback from any worker, workers gone. Either way
+    --resume finishes the dataset, equal to a run in this process."""
+    recipe, ref = layout_masks
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "datagen.cli", "generate", str(recipe), "--out", str(out), "--num", "64",
+           "--seed", "7", "--batch-size", "8", "--block-size", "4", "--workers", "2", "--quiet"]
+    monkeypatch.setenv("DATAGEN_SEPARABILITY", "0")
+    proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not _done_blocks(out) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    workers = _workers_of(proc.pid)
+    if sig == signal.SIGKILL:
+        proc.kill()
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), err
+    assert 0 < _done_blocks(out) < 16, "the run ended before it was stopped"
+    assert len(workers) == 2
+    assert _wait_gone(workers) == []
+    if sig == signal.SIGINT:
+        assert "Traceback" not in err and "completed blocks are kept" in err, err
+    assert main(cmd[3:] + ["--resume"]) == 0
+    _equal_datasets(out, ref)
