@@ -16,7 +16,7 @@ import numpy as np
 
 from datagen.errors import DatagenError
 from datagen.fsutil import TMP_PREFIX
-from datagen.writers import READERS, instance_map, load_info, read_manifest, sample_sha256
+from datagen.writers import READERS, blocks_left, instance_map, load_info, read_manifest, sample_sha256
 
 #: Per category, at most this many individual problems are listed; the rest are counted.
 MAX_LISTED = 10
@@ -89,12 +89,12 @@ class _Limited:
             self.sink.append(f"... and {self.count - MAX_LISTED} more {self.what}")
 
 
-def _how_to_finish(info, missing: list[int]) -> str:  # noqa: ANN001
+def _how_to_finish(info, done: set[int]) -> str:  # noqa: ANN001
     """Which shards still have blocks to write (when the run was split), and how to finish them."""
     m = info.attrs.get("num_shards") if isinstance(info.attrs, dict) else None
     if not isinstance(m, int) or m <= 1:
         return "resume the run to finish it (the same generate command with --resume)"
-    left = sorted({b % m for b in missing})
+    left = [k for k in range(m) if blocks_left(info, done, shard_index=k, num_shards=m)]
     return (f"shard(s) {', '.join(map(str, left))} of {m} have blocks left: run the same generate command with "
             f"--shard-index K --num-shards {m} --resume for K = {', '.join(map(str, left))}")
 
@@ -141,7 +141,7 @@ def validate_dataset(
         shown = ", ".join(map(str, missing[:MAX_LISTED])) + (", ..." if len(missing) > MAX_LISTED else "")
         report.errors.append(
             f"incomplete: {len(missing)} of {info.num_blocks} blocks not in the manifest ({shown}); "
-            + _how_to_finish(info, missing)
+            + _how_to_finish(info, done)
         )
     for b in sorted(done):
         if len(manifest.hashes(b)) > 1:
