@@ -339,3 +339,23 @@ def test_ctrl_c_says_what_was_kept(monkeypatch, capsys, module, command, argv, h
         assert hint in err and "--resume" in err
     else:
         assert "--resume" not in err
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["vectors", "extract", "--out", "x", "--per-image", "0"], "--per-image: expected a number of pixels >= 1 or 'all', got '0'"),
+    (["export", "geojson", "x", "--strip-rows", "many"], "--strip-rows: expected a number of rows >= 1, got 'many'"),
+    (["generate", "r.yaml", "--out", "x", "--num", "1", "--workers", "-2"], "--workers: expected a number of processes >= 1 or 'auto', got '-2'"),
+])
+def test_positive_options_say_what_they_take(argv, expect, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert expect in capsys.readouterr().err
+
+
+def test_positive_int_keyword_any_case():
+    from datagen.cli.app import positive_int
+
+    workers = positive_int("a number of processes", keyword="auto")
+    assert workers("AUTO") == "auto" and workers(" 3 ") == 3
+    assert positive_int("a number of pixels", keyword="all")("All") == "all"

@@ -73,6 +73,27 @@ def sample_count(text: str) -> int:
     raise argparse.ArgumentTypeError(f"expected a whole number of samples (e.g. 1000 or 1e6), got {text[:40]!r}")
 
 
+def positive_int(what: str = "a whole number", keyword: str | None = None) -> Callable[[str], int | str]:
+    """An argparse type: a whole number >= 1 (``what`` names it in the error), or ``keyword``
+    (matched case-insensitively, returned in lower case) where the option also takes a word."""
+
+    def parse(text: str) -> int | str:
+        t = text.strip()
+        if keyword is not None and t.lower() == keyword:
+            return keyword
+        try:
+            v = int(t)
+        except ValueError:
+            v = 0
+        if v < 1:
+            alt = f" or {keyword!r}" if keyword is not None else ""
+            raise argparse.ArgumentTypeError(f"expected {what} >= 1{alt}, got {text[:40]!r}")
+        return v
+
+    parse.__name__ = "positive_int"  # argparse names the type in some messages
+    return parse
+
+
 def add_trust_pickles(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-pickles", action="store_true",
                    help="allow a stylegan2: pickle as the model: unpickling runs code from the file, so only use "

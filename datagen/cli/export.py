@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatagenError
-from .app import add_command, add_quiet
+from .app import add_command, add_quiet, positive_int
 
 
 def parse_samples(text: str) -> list[int]:
@@ -43,16 +43,6 @@ def _tolerance(text: str) -> float:
         v = -1.0
     if not v >= 0:
         raise argparse.ArgumentTypeError(f"expected a tolerance in px >= 0 (e.g. 1.5), got {text!r}")
-    return v
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return v
 
 
@@ -99,7 +89,7 @@ def add_export_commands(subparsers: Any) -> argparse.ArgumentParser:
                    help="simplify outlines by about TOL px, keeping neighbouring regions edge to edge "
                         "(default: exact pixel edges)")
     g.add_argument("--per-class", action="store_true", help="one (Multi)Polygon feature per class instead of one per region")
-    g.add_argument("--strip-rows", type=_positive, default=None, help="canvas only: rows read at a time (default: about 64 Mpx)")
+    g.add_argument("--strip-rows", type=positive_int("a number of rows"), default=None, help="canvas only: rows read at a time (default: about 64 Mpx)")
     g.add_argument("--allow-incomplete", action="store_true", help="dataset only: export the completed part of a partial run")
     add_quiet(g, help="no progress bar and no summary")
     return e

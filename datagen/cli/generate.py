@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import DatagenError
 from ..options import FORMATS, VERIFY_LEVELS
-from .app import add_command, add_device, add_quiet, add_trust_pickles, sample_count
+from .app import add_command, add_device, add_quiet, add_trust_pickles, positive_int, sample_count
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
@@ -83,19 +83,6 @@ def cmd_validate(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def worker_count(text: str) -> int | str:
-    """argparse type of --workers: a whole number >= 1 or 'auto'."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of processes >= 1 or 'auto', got {text[:40]!r}")
-    return n
-
-
 def add_generate_commands(sub: Any) -> None:
     """``generate``, ``preview`` and ``validate``."""
     g = add_command(sub, "generate", cmd_generate, "generate image + mask pairs from a recipe")
@@ -117,7 +104,7 @@ def add_generate_commands(sub: Any) -> None:
     g.add_argument("--shard-index", type=int, default=0, help="this run's index K (0-based) of --num-shards")
     g.add_argument("--num-shards", type=int, default=1,
                    help="split the blocks over M runs (machines or jobs; see docs/scale-out.md)")
-    g.add_argument("--workers", type=worker_count, default="auto", metavar="N|auto",
+    g.add_argument("--workers", type=positive_int("a number of processes", keyword="auto"), default="auto", metavar="N|auto",
                    help="local: render in N processes of this machine (1: in this process); auto: one "
                         "single-threaded worker per CPU core when there are at least two blocks per worker, "
                         "one process on a GPU. Does not change the data")

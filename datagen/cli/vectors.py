@@ -9,20 +9,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import DatagenError
-from .app import add_command, add_device, add_quiet, add_trust_pickles
-
-
-def _per_image(text: str) -> int | str:
-    """argparse type of --per-image: a positive number of pixels or 'all'."""
-    if text == "all":
-        return text
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of pixels or 'all', got {text!r}")
-    return v
+from .app import add_command, add_device, add_quiet, add_trust_pickles, positive_int
 
 
 def _load(lib_dir: str, model: str | None, device: str | None, trust_pickles: bool = False):  # type: ignore[no-untyped-def]
@@ -186,7 +173,7 @@ def add_vector_commands(sub: argparse._SubParsersAction) -> None:
     common(e, "the model's native size: its training crop, 256 px when unknown", model_required=True)
     e.add_argument("--layer", default=None, help="layer name (default: the model's paint layer)")
     e.add_argument("--num-images", type=int, default=64, help="images to sample")
-    e.add_argument("--per-image", type=_per_image, default=8, help="random pixels per image, or 'all'")
+    e.add_argument("--per-image", type=positive_int("a number of pixels", keyword="all"), default=8, help="random pixels per image, or 'all'")
     e.add_argument("--seed", type=int, default=0, help="seed of the images and pixel positions")
     e.add_argument("--clusters", type=int, default=0, help="k-means (cosine) clusters to propose prototypes (0: none)")
     e.add_argument("--out", required=True, help="library directory")
