@@ -8,7 +8,7 @@ reported the same way: ``recipe.yaml: classes[2].color: expected ...``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -186,6 +186,22 @@ def describe_validation_error(err: dict[str, Any], model: type[BaseModel] | None
     return msg
 
 
+def validation_config_error(err: ValidationError, model: type[BaseModel], *, file: str | os.PathLike | None = None,
+                            prefix: str | None = None,
+                            describe: Callable[[dict[str, Any], type[BaseModel]], str] | None = None) -> ConfigError:
+    """A pydantic error as one :class:`ConfigError`: the first problem names its field, up to
+    three more follow (``(also: field: problem; ...)``). ``describe`` words each problem
+    (default :func:`describe_validation_error`)."""
+    describe = describe or describe_validation_error
+    errs = err.errors(include_url=False)
+    first = errs[0]
+    msg = describe(first, model)
+    if len(errs) > 1:
+        rest = "; ".join(f"{field_path(x['loc'], prefix)}: {describe(x, model)}" for x in errs[1:4])
+        msg += f" (also: {rest}{'; ...' if len(errs) > 4 else ''})"
+    return ConfigError(msg, file=file, field=field_path(first["loc"], prefix))
+
+
 def parse_model(model: type[M], data: Any, *, file: str | os.PathLike | None = None, prefix: str | None = None) -> M:
     """Validate ``data`` as ``model``; the first error becomes a :class:`ConfigError`.
 
@@ -195,13 +211,7 @@ def parse_model(model: type[M], data: Any, *, file: str | os.PathLike | None = N
     try:
         return model.model_validate(data if data is not None else {})
     except ValidationError as e:
-        errs = e.errors(include_url=False)
-        first = errs[0]
-        msg = describe_validation_error(first, model)
-        if len(errs) > 1:
-            rest = "; ".join(f"{field_path(x['loc'], prefix)}: {describe_validation_error(x, model)}" for x in errs[1:4])
-            msg += f" (also: {rest}{'; ...' if len(errs) > 4 else ''})"
-        raise ConfigError(msg, file=file, field=field_path(first["loc"], prefix)) from None
+        raise validation_config_error(e, model, file=file, prefix=prefix) from None
     except ConfigError as e:
         if e.file is not None:
             raise

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..config import describe_validation_error, field_path, load_yaml
+from ..config import describe_validation_error, load_yaml, model_at, validation_config_error
 from ..errors import ConfigError
 from ..resources import shipped_dir, shipped_names
 from .bands import BandsLayout
@@ -81,40 +81,15 @@ def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
-    """The (nested) model that owns the last part of a pydantic error location."""
-    for part in loc[:-1]:
-        info = model.model_fields.get(part) if isinstance(part, str) else None
-        if info is None:
-            continue  # a dict key or list index
-        stack = [info.annotation]
-        while stack:
-            t = stack.pop()
-            if isinstance(t, type) and issubclass(t, BaseModel):
-                model = t
-                break
-            stack.extend(getattr(t, "__args__", ()) or ())
-    return model
-
-
-def _to_config_error(err: ValidationError, model: type[BaseModel], file: str | None, field: str) -> ConfigError:
-    def describe(e: Any) -> str:
-        if e["type"] == "extra_forbidden" and e["loc"]:
-            names = [n for n in _model_at(model, e["loc"]).model_fields if n != "kind"]
-            common = [n for n in names if n in LayoutSpec.model_fields]  # kind-specific fields first
-            allowed = ", ".join([n for n in names if n not in common] + common)
-            return f"unknown field '{e['loc'][-1]}'; expected one of: {allowed}"
-        if e["type"] == "value_error":
-            return str(e["msg"]).removeprefix("Value error, ")
-        return describe_validation_error(e)
-
-    errs = err.errors(include_url=False)
-    first = errs[0]
-    msg = describe(first)
-    if len(errs) > 1:
-        rest = "; ".join(f"{field_path(x['loc'], field)}: {describe(x)}" for x in errs[1:4])
-        msg += f" (also: {rest}{'; ...' if len(errs) > 4 else ''})"
-    return ConfigError(msg, file=file, field=field_path(first["loc"], field))
+def _describe_layout_error(e: dict[str, Any], model: type[BaseModel]) -> str:
+    """Like :func:`describe_validation_error`, but an unknown field lists the layout kind's own
+    fields before the ones every kind shares (and not ``kind``, which is already right)."""
+    if e["type"] == "extra_forbidden" and e["loc"]:
+        names = [n for n in (model_at(model, e["loc"][:-1]) or model).model_fields if n != "kind"]
+        common = [n for n in names if n in LayoutSpec.model_fields]
+        allowed = ", ".join([n for n in names if n not in common] + common)
+        return f"unknown field '{e['loc'][-1]}'; expected one of: {allowed}"
+    return describe_validation_error(e)
 
 
 def parse_layout(data: Mapping[str, Any] | str | os.PathLike, *, file: str | os.PathLike | None = None, field: str = "layout",
@@ -159,6 +134,6 @@ def parse_layout(data: Mapping[str, Any] | str | os.PathLike, *, file: str | os.
     try:
         spec = cls.model_validate(dict(data), context={"base_dir": base})
     except ValidationError as e:
-        raise _to_config_error(e, cls, file_s, field) from None
+        raise validation_config_error(e, cls, file=file_s, prefix=field, describe=_describe_layout_error) from None
     spec.bind_source(file_s, field, base)
     return spec.with_classes(classes) if classes is not None else spec
