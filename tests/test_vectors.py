@@ -406,3 +406,32 @@ def test_library_sheet_grid_by_cluster_then_tileability(tmp_path) -> None:
     assert [px[4, cluster1], px[4 + cell_w + 12, cluster1]] == [(160, 160, 160), (80, 80, 80)]
     with pytest.raises(ValueError, match="expected"):
         library_sheet(lib, imgs[:3])
+
+
+def test_label_vectors_from_many_threads_keeps_every_label(tmp_path) -> None:
+    """label_vectors is a locked read-modify-write: concurrent labellers lose no label."""
+    import threading
+
+    from datagen.vectors import label_vectors, rename_label
+
+    d = tmp_path / "lib"
+    _library(n=12).save(d)
+    ids = VectorLibrary.load(d).ids
+    start = threading.Barrier(len(ids))
+
+    def one(i: int) -> None:
+        start.wait()
+        label_vectors(d, [i], f"c{i}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    back = VectorLibrary.load(d)
+    assert [r.label for r in back.records] == [f"c{i}" for i in ids]
+    assert sorted(p.name for p in d.iterdir()) == ["library.yaml", "vectors.safetensors"]  # no lock file left
+    lib, changed = rename_label(d, f"c{ids[0]}", "tumor")
+    assert changed == [ids[0]] and VectorLibrary.load(d).record(ids[0]).label == "tumor"
+    with pytest.raises(DatagenError, match="labels in use"):
+        rename_label(d, "nope", "x")

@@ -96,7 +96,7 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_label(a: argparse.Namespace) -> int:
-    from ..vectors import VectorLibrary
+    from ..vectors import VectorLibrary, label_vectors
 
     lib = VectorLibrary.load(a.library)
     ids = list(a.ids or [])
@@ -107,8 +107,7 @@ def cmd_label(a: argparse.Namespace) -> int:
         ids = [r.id for r in sorted(pool, key=lambda r: -r.tileability)[: a.top_tileable]]
     if not ids:
         raise DatagenError("nothing to label: give --ids and/or --cluster")
-    lib.set_label(ids, None if a.name == "-" else a.name)
-    lib.save(a.library)
+    label_vectors(a.library, ids, None if a.name == "-" else a.name)
     if not a.quiet:
         print(f"labelled {len(ids)} vectors {a.name!r}: {ids}")
     return 0

@@ -165,7 +165,6 @@ class Studio:
         self.trust_pickles = trust_pickles
         self.thumb_size = thumb_size
         self.lock = threading.RLock()  #: serializes every use of the model (painting hooks its layer)
-        self._library_lock = threading.Lock()  #: read-modify-write of library.yaml
         self.error: str | None = None
         self.generator: Any = None
         self._model_spec: str | None = None
@@ -527,33 +526,23 @@ class Studio:
             return self._thumbs[key]
 
     def set_label(self, library: str | None, ids: list[int], label: str | None) -> dict[str, Any]:
-        """Label vectors ``ids`` as ``label`` (None clears), written to library.yaml as
-        ``datagen vectors label`` writes it (VectorLibrary.load, set_label, save) under the library lock."""
-        from ..vectors.library import VectorLibrary
+        """Label vectors ``ids`` as ``label`` (None clears) in library.yaml, as ``datagen vectors
+        label`` does (:func:`~datagen.vectors.library.label_vectors`, under the library's lock)."""
+        from ..vectors.library import label_vectors
 
         if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise DatagenError(f"ids: expected a non-empty list of vector ids, got {str(ids)[:80]}")
         path = self.library_dir(library)
-        with self._library_lock:
-            lib = VectorLibrary.load(path)
-            lib.set_label(ids, label)
-            lib.save(path)
+        lib = label_vectors(path, ids, label)
         self._after_label_change(path.name)
         return {"library": path.name, "ids": ids, "label": lib.record(ids[0]).label, "labels": lib.labels}
 
     def rename_label(self, library: str | None, old: str, new: str | None) -> dict[str, Any]:
         """Rename label ``old`` to ``new`` on every vector that has it (None or "" clears it)."""
-        from ..vectors.library import VectorLibrary
+        from ..vectors.library import rename_label
 
         path = self.library_dir(library)
-        with self._library_lock:
-            lib = VectorLibrary.load(path)
-            ids = [r.id for r in lib.records if r.label == (old or "").strip()]
-            if not ids:
-                raise DatagenError(f"no vector in {path.name} is labelled {old!r}; labels in use: "
-                                   f"{', '.join(lib.labels) or 'none'}")
-            lib.set_label(ids, new or None)
-            lib.save(path)
+        lib, ids = rename_label(path, old, new)
         self._after_label_change(path.name)
         return {"library": path.name, "ids": ids, "label": new or None, "labels": lib.labels}
 

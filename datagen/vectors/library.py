@@ -23,7 +23,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import torch
 import yaml
@@ -403,3 +404,50 @@ def _dump_sidecar(data: dict[str, Any]) -> str:
 
 
 __all__ = ["VectorLibrary", "VectorRecord", "VECTORS_FILE", "SIDECAR_FILE"]
+
+
+@contextmanager
+def library_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the library directory itself while a block runs.
+
+    Labelling is a read-modify-write of ``library.yaml``; two writers at once (a studio and a
+    ``datagen vectors label`` in a shell, or two studio requests) would each keep only their
+    own change. Locking the directory leaves no lock file behind in a shipped library; the
+    kernel drops the lock if the holder dies. Without ``fcntl`` (Windows) it does not lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def label_vectors(directory: str | os.PathLike, ids: Iterable[int], name: str | None) -> VectorLibrary:
+    """Label vectors ``ids`` of the library in ``directory`` as ``name`` (None clears) and save
+    it, under :func:`library_lock`; returns the library as saved."""
+    ids = list(ids)
+    with library_lock(directory):
+        lib = VectorLibrary.load(directory)
+        lib.set_label(ids, name)
+        lib.save(directory)
+    return lib
+
+
+def rename_label(directory: str | os.PathLike, old: str, new: str | None) -> tuple[VectorLibrary, list[int]]:
+    """Rename label ``old`` to ``new`` (None or "" clears it) on every vector that has it, under
+    :func:`library_lock`; returns the saved library and the ids changed."""
+    with library_lock(directory):
+        lib = VectorLibrary.load(directory)
+        ids = [r.id for r in lib.records if r.label == (old or "").strip()]
+        if not ids:
+            raise DatagenError(f"no vector in {Path(directory).name} is labelled {old!r}; labels in use: "
+                               f"{', '.join(lib.labels) or 'none'}")
+        lib.set_label(ids, new or None)
+        lib.save(directory)
+    return lib, ids
