@@ -40,6 +40,7 @@ from .models.registry import load_generator
 from .options import FORMATS, VERIFY_LEVELS
 from .recipe import Recipe, load_recipe
 from .render import Renderer
+from .plan import unit_edits_record
 from .seeding import sample_rng
 from .writers import DatasetInfo, DatasetWriter, blocks_left, open_writer
 
@@ -209,6 +210,8 @@ def prepare(recipe_path: str | os.PathLike, *, num: int, seed: int = 0, device: 
             "tool_version": __version__,
             "device": str(gen.device),
             "hostname": platform.node(),
+            # units a class edits, with `top: K` resolved (only when a class edits units)
+            **({"unit_edits": edits} if (edits := unit_edits_record(renderer.classes)) else {}),
         },
     )
     return Job(recipe, gen, renderer, augment, info)

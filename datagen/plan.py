@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -67,6 +67,19 @@ class PaintClass:
     def __post_init__(self) -> None:
         if not self.keep and (self.vectors is None or len(self.vectors) == 0):
             raise ValueError(f"class {self.name!r} paints but has no vectors")
+
+
+def unit_edits_record(classes: Sequence[PaintClass]) -> list[dict[str, Any]]:
+    """The unit edits of ``classes`` as plain data for a dataset's info.json: which units of which
+    layer each class edits, *after* ``top: K`` was resolved (the ranking depends on the model and
+    the device, so the units it picked are recorded and fingerprinted, not just ``top``)."""
+    out = []
+    for c in classes:
+        for op in c.units:
+            value = list(op.value) if isinstance(op.value, tuple) else op.value
+            out.append({"class": c.name, "layer": op.layer, "mode": op.mode, "units": [int(u) for u in op.units],
+                        "value": value})
+    return out
 
 
 @dataclass

@@ -235,6 +235,21 @@ def test_units_top_are_ranked_once_on_fixed_streams(assets, monkeypatch):
     assert op.value == pytest.approx(tuple(ranking.thresholds[list(op.units)].tolist()))  # each unit's top 1 %
 
 
+def test_resolved_top_units_are_recorded_in_the_dataset_info(assets):
+    """The units `top: K` picked depend on the model and device: info.json records them (so they are
+    fingerprinted and a resume on a device that ranks differently is refused); plain recipes add nothing."""
+    from datagen.generate import prepare
+
+    d, _ = assets
+    recipe = _recipe(d, "units: {top: 3, mode: insert, layer: dec.x2, rank_renders: 2}", name="top.yaml")
+    job = prepare(recipe.file, num=2, device="cpu", check_separability=False)
+    (op,) = job.renderer.classes[2].units
+    assert job.info.attrs["unit_edits"] == [{"class": job.renderer.classes[2].name, "layer": "dec.x2", "mode": "insert",
+                                            "units": list(op.units), "value": list(op.value)}]
+    plain = prepare(_recipe(d, name="plain.yaml").file, num=2, device="cpu", check_separability=False)
+    assert "unit_edits" not in plain.info.attrs
+
+
 # ---- recipe validation -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("extra, field, message", [
