@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datagen.errors import DatagenError
+from datagen.errors import DatagenError, Namer, arg, python_name, render
 from datagen.fsutil import TMP_PREFIX
 from datagen.writers import READERS, blocks_left, instance_map, load_info, read_manifest, sample_sha256
 
@@ -89,14 +89,25 @@ class _Limited:
             self.sink.append(f"... and {self.count - MAX_LISTED} more {self.what}")
 
 
-def _how_to_finish(info, done: set[int]) -> str:  # noqa: ANN001
+class _Placeholder:
+    """A value shown as written (``K``), for :func:`arg` mentions of a value the user fills in."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _how_to_finish(info, done: set[int], namer: Namer) -> str:  # noqa: ANN001
     """Which shards still have blocks to write (when the run was split), and how to finish them."""
     m = info.attrs.get("num_shards") if isinstance(info.attrs, dict) else None
     if not isinstance(m, int) or m <= 1:
-        return "resume the run to finish it (the same generate command with --resume)"
+        return render(f"resume the run to finish it (the same generation with {arg('resume', True)})", namer)
     left = [k for k in range(m) if blocks_left(info, done, shard_index=k, num_shards=m)]
-    return (f"shard(s) {', '.join(map(str, left))} of {m} have blocks left: run the same generate command with "
-            f"--shard-index K --num-shards {m} --resume for K = {', '.join(map(str, left))}")
+    return render(f"shard(s) {', '.join(map(str, left))} of {m} have blocks left: run the same generation with "
+                  f"{arg('shard_index', _Placeholder('K'))} {arg('num_shards', m)} {arg('resume', True)} "
+                  f"for K = {', '.join(map(str, left))}", namer)
 
 
 def validate_dataset(
@@ -104,11 +115,13 @@ def validate_dataset(
     *,
     check_data: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    namer: Namer = python_name,
 ) -> ValidationReport:
     """Validate the dataset at ``path``; never raises for problems in the data, it reports them.
 
     ``check_data=False`` checks metadata and completeness only (fast).  ``progress``
-    is called as ``progress(blocks_done, blocks_total)`` after each block.
+    is called as ``progress(blocks_done, blocks_total)`` after each block. ``namer`` spells
+    the arguments the advice mentions (``resume=True``; the CLI passes its flag spelling, ``--resume``).
     """
     path = Path(path)
     report = ValidationReport(path=str(path))
@@ -141,7 +154,7 @@ def validate_dataset(
         shown = ", ".join(map(str, missing[:MAX_LISTED])) + (", ..." if len(missing) > MAX_LISTED else "")
         report.errors.append(
             f"incomplete: {len(missing)} of {info.num_blocks} blocks not in the manifest ({shown}); "
-            + _how_to_finish(info, done)
+            + _how_to_finish(info, done, namer)
         )
     for b in sorted(done):
         if len(manifest.hashes(b)) > 1:

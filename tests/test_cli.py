@@ -213,6 +213,10 @@ def test_validate_says_which_shards_are_left(assets, tmp_path, capsys):
     assert "incomplete: 4 of 6 blocks" in text, text
     assert "shard(s) 0, 2 of 3 have blocks left" in text, text
     assert "--shard-index K --num-shards 3 --resume for K = 0, 2" in text, text
+    from datagen.validate import validate_dataset  # the API speaks Python
+
+    (err,) = validate_dataset(out, check_data=False).errors
+    assert "shard_index=K num_shards=3 resume=True for K = 0, 2" in err and "--" not in err, err
     # once those run, the dataset is complete
     assert main([*args, "--shard-index", "0"]) == 0 and main([*args, "--shard-index", "2"]) == 0
     assert main(["validate", str(out), "--quiet"]) == 0

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import DatagenError
+from ..errors import DatagenError, flag_name
 from ..options import FORMATS, VERIFY_LEVELS
 from .app import add_command, add_device, add_quiet, add_trust_pickles, positive_int, sample_count
 
@@ -71,7 +71,8 @@ def cmd_validate(a: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        report = validate_dataset(a.path, check_data=not a.quick, progress=None if a.quiet else progress)
+        report = validate_dataset(a.path, check_data=not a.quick, progress=None if a.quiet else progress,
+                                  namer=flag_name)
     finally:
         if bar is not None:
             bar.close()
