@@ -1,4 +1,4 @@
-"""``datagen qc``: mask fidelity of a dataset (the work is in datagen.qc).
+"""``datagen qc``: mask fidelity of a dataset or a canvas (the work is in datagen.qc).
 
 Nothing heavy is imported here: the parser is built for every ``datagen`` command.
 """
@@ -10,12 +10,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from .app import add_command, add_device, add_quiet
+from ..errors import DatagenError, UsageError
+from .app import add_command, add_device, add_quiet, positive_int
+
+#: ``datagen qc --tile`` default (datagen.qc.canvas.DEFAULT_TILE; not imported here: that imports torch).
+DEFAULT_TILE = 256
+CANVAS_FILES = "a canvas (slide.ome.tif, slide.tif, slide.mask.ome.tif, slide.canvas.json or its OME-Zarr folder)"
+
+
+def qc_target(path: str) -> str:
+    """``"canvas"`` or ``"dataset"``: what ``datagen qc PATH`` measures, or an error naming the path."""
+    from ..canvas_files import is_canvas_path
+
+    p = Path(path)
+    if not p.exists():
+        raise DatagenError(f"{p} does not exist: give a dataset folder (zarr or TIFF output) or {CANVAS_FILES}")
+    if is_canvas_path(p):
+        return "canvas"
+    if p.is_dir():
+        return "dataset"
+    raise DatagenError(f"{p} is neither a dataset folder nor a canvas: expected a dataset folder (zarr or TIFF "
+                       f"output) or {CANVAS_FILES}")
 
 
 def cmd_qc(a: argparse.Namespace) -> int:
-    from ..qc import qc_dataset, write_html
+    from ..qc import qc_canvas, qc_dataset, write_html
 
     if a.threads is not None:
         import torch
@@ -29,9 +48,18 @@ def cmd_qc(a: argparse.Namespace) -> int:
             ignore = int(a.ignore_index)
         else:
             raise UsageError(f"must be 0..255 or none, got {a.ignore_index!r}", param="ignore_index")
-    report = qc_dataset(a.path, ignore_index=ignore, max_samples=a.max_samples, allow_incomplete=a.allow_incomplete,
-                        train_fraction=a.train_fraction, seed=a.seed, steps=a.steps, crop=a.crop,
-                        batch_size=a.batch_size, band=a.band, worst=a.worst, device=a.device, progress=not a.quiet)
+    target = qc_target(a.path)
+    if target == "dataset" and a.tile is not None:
+        raise UsageError(f"{a.path} is a dataset: --tile cuts a canvas into windows, a dataset's pairs are used whole",
+                         param="tile")
+    options: dict[str, Any] = {"max_samples": a.max_samples, "train_fraction": a.train_fraction, "seed": a.seed,
+                               "steps": a.steps, "crop": a.crop, "batch_size": a.batch_size, "band": a.band,
+                               "worst": a.worst, "device": a.device, "progress": not a.quiet}
+    if target == "canvas":
+        report = qc_canvas(a.path, tile=a.tile or DEFAULT_TILE,
+                           ignore_index="canvas" if ignore == "dataset" else ignore, **options)
+    else:
+        report = qc_dataset(a.path, ignore_index=ignore, allow_incomplete=a.allow_incomplete, **options)
     report_path = None if a.no_report else Path(a.report or f"qc-{Path(a.path).resolve().name}.html")
     if report_path is not None:
         write_html(report, report_path, title=f"datagen qc: {a.path}")
@@ -56,15 +84,24 @@ def add_qc_command(sub: Any) -> None:
     q = add_command(sub, "qc", cmd_qc,
                     "mask fidelity: train an independent pixel classifier on part of a dataset, score the rest",
                     description="Mask fidelity: train an independent pixel classifier on part of a dataset and "
-                                "score the rest. Prints the result as JSON on stdout (also with --quiet).")
-    q.add_argument("path", help="dataset folder (zarr or TIFF output)")
-    q.add_argument("--report", help="HTML report to write (default: ./qc-<dataset folder name>.html)")
+                                "score the rest. A canvas (datagen canvas) is cut into --tile windows: the top "
+                                "windows train, the bottom ones test. Prints the result as JSON on stdout (also "
+                                "with --quiet).")
+    q.add_argument("path", help="dataset folder (zarr or TIFF output), or a canvas: its image or mask TIFF, its "
+                                ".canvas.json or its OME-Zarr folder")
+    q.add_argument("--report", help="HTML report to write (default: ./qc-<dataset folder or canvas file name>.html)")
     q.add_argument("--no-report", action="store_true", help="write no HTML report")
     q.add_argument("--strip", help="also write the worst-samples strip as this PNG")
     q.add_argument("--min-miou", type=float, help="exit with status 1 when mIoU is below this (default: no threshold)")
-    q.add_argument("--train-fraction", type=float, default=0.5, help="first part (by dataset position) trains, the rest tests")
-    q.add_argument("--max-samples", type=int, default=64, help="use at most N pairs, spread evenly over the dataset (0 = all)")
-    q.add_argument("--ignore-index", help="mask value left out of training and scores, or 'none' (default: the dataset's own)")
+    q.add_argument("--train-fraction", type=float, default=0.5,
+                   help="first part (by dataset position; canvas windows in raster order) trains, the rest tests")
+    q.add_argument("--max-samples", type=int, default=64,
+                   help="use at most N pairs (canvas: windows that are not all ignored), spread evenly (0 = all)")
+    q.add_argument("--tile", type=positive_int("a window size in px"),
+                   help=f"canvas only: window size in px; level 0 is cut into a grid of these "
+                        f"(default: {DEFAULT_TILE})")
+    q.add_argument("--ignore-index", help="mask value left out of training and scores, or 'none' (default: the "
+                                          "dataset's or canvas's own)")
     q.add_argument("--band", type=int, default=8, help="boundary band half-width in px")
     q.add_argument("--steps", type=int, default=300, help="training steps")
     q.add_argument("--crop", type=int, default=64, help="training crop size in px")

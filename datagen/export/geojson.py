@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..canvas_files import CanvasClasses, CanvasFileError, CanvasReader, canvas_files
 from ..errors import DatagenError, UsageError
 from ..fsutil import atomic_path
 
@@ -312,65 +313,10 @@ def export_dataset_geojson(
 
 # ---- canvases ----------------------------------------------------------------------------
 
-def canvas_files(path: str | os.PathLike) -> tuple[Path, Path]:
-    """(mask OME-TIFF, sidecar JSON) of a canvas given its image TIFF, its mask TIFF or its sidecar."""
-    from ..canvas import mask_paths
-
-    p = Path(path)
-    name = p.name.lower()
-    if name.endswith(".canvas.json"):
-        sidecar = p
-        try:
-            meta = json.loads(p.read_text())
-            mask = p.with_name(str(meta["mask"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ExportError(f"{p}: cannot read the canvas sidecar ({type(exc).__name__}: {exc}); "
-                              "expected the JSON that `datagen canvas` writes, with a 'mask' entry") from None
-        return mask, sidecar
-    if name.endswith(_MASK_SUFFIXES):
-        return p, p.with_name(f"{_canvas_stem(p)}.canvas.json")
-    return mask_paths(p)
-
-
-_MASK_SUFFIXES = (".mask.ome.tiff", ".mask.ome.tif", ".mask.tiff", ".mask.tif")
-
-
-def _canvas_stem(mask: Path) -> str:
-    """``slide`` of ``slide.mask.ome.tif``."""
-    for suffix in _MASK_SUFFIXES:
-        if mask.name.lower().endswith(suffix):
-            return mask.name[: -len(suffix)]
-    return mask.stem
-
-
-def _recipe(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The recipe stored in a canvas sidecar, parsed ({} when absent or unreadable)."""
-    text = meta.get("recipe")
-    if not isinstance(text, str):
-        return {}
-    try:
-        import yaml
-
-        doc = yaml.safe_load(text)
-    except Exception:  # noqa: BLE001 - the sidecar's own class table is what counts
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _canvas_classes(meta: Mapping[str, Any]) -> tuple[dict[int, ExportClass], set[int]]:
-    """(exported classes, mask values that produce nothing) of a canvas sidecar."""
-    from ..masks import DEFAULT_IGNORE
-
-    classes = meta["classes"]
-    if not isinstance(classes, list):
-        raise TypeError("'classes' is not a list")
-    recipe = _recipe(meta)
-    keep_names = {c.get("name") for c in recipe.get("classes", []) or [] if isinstance(c, dict) and c.get("keep")}
-    keep = {int(c["id"]) for c in classes if c.get("name") in keep_names}
-    # the sidecar records ignore_index only when keep regions were written with it; a recipe's
-    # ignore value (default 255) may still mark unpainted slivers
-    ignore = meta["ignore_index"] if "ignore_index" in meta else recipe.get("ignore_index", DEFAULT_IGNORE)
-    return _table(classes, ignore, keep)
+def _canvas_table(classes: CanvasClasses) -> tuple[dict[int, ExportClass], set[int]]:
+    """(exported classes, mask values that produce nothing) of a canvas: its keep classes (those of
+    the table or of the stored recipe) and its ignore value produce nothing."""
+    return _table(classes.classes, classes.ignore_index, classes.keep_ids)
 
 
 def export_canvas_geojson(
@@ -384,39 +330,26 @@ def export_canvas_geojson(
 ) -> Path:
     """One GeoJSON for the level-0 mask of a canvas written by ``datagen canvas``.
 
-    ``path``: the canvas image (``slide.ome.tif``), its mask (``slide.mask.ome.tif``) or its
-    sidecar (``slide.canvas.json``, which holds the class table). ``out``: default
-    ``slide.geojson`` beside the mask. The mask is read in strips of ``strip_rows`` rows (default:
+    ``path``: the canvas image (``slide.ome.tif``), its mask (``slide.mask.ome.tif``), its
+    sidecar (``slide.canvas.json``, which holds the class table) or its OME-Zarr folder
+    (read by :class:`datagen.canvas_files.CanvasReader`). ``out``: default ``slide.geojson``
+    beside the mask (or the OME-Zarr folder). The mask is read in strips of ``strip_rows`` rows (default:
     about 64 Mpx each); regions cut by a strip boundary are joined again, so the result does not
     depend on the strip size.
     """
     shapely, _ = _deps()
-    import tifffile
-    import zarr
     from tqdm.auto import tqdm
 
     if strip_rows is not None and strip_rows < 1:
         raise UsageError(f"must be at least 1, got {strip_rows}", param="strip_rows")
-    mask_path, sidecar = canvas_files(path)
-    if not mask_path.is_file():
-        raise ExportError(f"{mask_path}: canvas mask not found (expected <stem>.mask.ome.tif beside the image, "
-                          "as `datagen canvas --out` writes it)")
     try:
-        table, skip = _canvas_classes(json.loads(sidecar.read_text()))
-    except FileNotFoundError:
-        raise ExportError(f"{sidecar}: canvas sidecar not found (it holds the class table of {mask_path.name})") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ExportError(f"{sidecar}: cannot read the class table ({type(exc).__name__}: {exc}); expected the JSON "
-                          "that `datagen canvas` writes, with 'classes': [{id, name, color}, ...]") from None
-
+        reader = CanvasReader(path)  # the mask, its sidecar and class table (datagen.canvas_files)
+    except CanvasFileError as exc:
+        raise ExportError(str(exc)) from None
+    table, skip = _canvas_table(reader.classes)
+    mask_path = reader.mask_path
     try:
-        store = tifffile.imread(mask_path, aszarr=True, series=0, level=0)
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds; name the file
-        raise ExportError(f"{mask_path}: cannot read as a TIFF ({type(exc).__name__}: {exc})") from None
-    try:
-        arr = zarr.open(store, mode="r")
-        if arr.ndim != 2:
-            raise ExportError(f"{mask_path}: expected a 2-D label mask, got shape {arr.shape}")
+        arr = reader.mask
         h, w = arr.shape
         rows = int(strip_rows) if strip_rows else max(1, min(h, STRIP_PIXELS // max(w, 1)))
         chunk = getattr(arr, "chunks", (rows,))[0]
@@ -439,11 +372,11 @@ def export_canvas_geojson(
                 else:
                     final.append((cid, poly))
     finally:
-        store.close()
+        reader.close()
     for cid, polys in cut.items():  # join regions cut by strip boundaries (exact: integer coordinates)
         parts = shapely.get_parts(shapely.union_all(polys))
         final += [(cid, p) for p in shapely.simplify(parts, 0.0)]  # drop the collinear vertices left on the seams
-    stem = _canvas_stem(mask_path)
+    stem = reader.stem
     feats = regions_to_features(final, table, simplify=simplify, per_class=per_class, source=stem)
     target = Path(out) if out is not None else mask_path.with_name(f"{stem}.geojson")
     return write_feature_collection(target, feats)

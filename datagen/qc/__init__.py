@@ -1,15 +1,17 @@
 """Mask fidelity: can an independent model read the masks back from the images?
 
-``datagen qc DATASET`` trains a small per-pixel CNN (:mod:`datagen.qc.model`, not the
+``datagen qc DATASET`` (or ``datagen qc slide.ome.tif``, a canvas cut into windows:
+:mod:`datagen.qc.canvas`) trains a small per-pixel CNN (:mod:`datagen.qc.model`, not the
 generator) on one part of a dataset's pairs and scores its predictions on the rest
 against the masks (:mod:`datagen.qc.metrics`): per-class IoU, confusion matrix, mIoU,
 pixel accuracy and IoU near class boundaries against the interior.  See docs/qc.md.
 
-Library use, on a dataset or on in-memory arrays::
+Library use, on a dataset, a canvas or in-memory arrays::
 
-    from datagen.qc import qc_dataset, qc_arrays, fit_pixel_classifier, evaluate_fidelity
+    from datagen.qc import qc_dataset, qc_canvas, qc_arrays, fit_pixel_classifier, evaluate_fidelity
 
     report = qc_dataset("demo.zarr")                     # FidelityReport
+    report = qc_canvas("slide.ome.tif", tile=256)         # a canvas: 256-px windows, top trains, bottom tests
     report = qc_arrays(images, masks, class_names={0: "bg", 1: "tumor"}, ignore_index=255)
     model = fit_pixel_classifier(train_imgs, train_masks, class_ids=[0, 1], ignore_index=255)
     report = evaluate_fidelity(model, test_imgs, test_masks, ignore_index=255, band=8)
@@ -53,6 +55,7 @@ __all__ = [
     "mean_iou",
     "pixel_accuracy",
     "qc_arrays",
+    "qc_canvas",
     "resolve_device",
     "qc_dataset",
     "render_html",
@@ -216,3 +219,6 @@ def qc_dataset(
                             "used_samples": len(positions)})
     report.timings = {"read": t1 - t0, **report.timings}
     return report
+
+
+from .canvas import qc_canvas  # noqa: E402 - uses the functions above
