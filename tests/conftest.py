@@ -6,7 +6,17 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(int(os.environ.get("DATAGEN_TEST_THREADS", "1")))  # results are compared bit for bit; 1 thread is also fastest on a shared 2-core machine
+TEST_THREADS = int(os.environ.get("DATAGEN_TEST_THREADS", "1"))
+torch.set_num_threads(TEST_THREADS)  # results are compared bit for bit; 1 thread is also fastest on a shared 2-core machine
+
+
+@pytest.fixture(autouse=True)
+def test_threads():
+    """Every test starts with TEST_THREADS torch threads, whatever an earlier test (a CLI call with
+    --threads, a benchmark) set: renders compared within one test must not change thread count."""
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture

@@ -19,16 +19,6 @@ from datagen.models import DigipathUNet, UNetConfig, load_checkpoint, save_gener
 from datagen.vectors import extract_vectors
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these tests compare renders within one process, so the count does not matter
-    for correctness, and on a loaded machine several threads can make tiny convolutions 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """A tiny random generator checkpoint, a vector library extracted from it, and a recipe

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import tifffile
-import torch
 from PIL import Image
 
 from datagen.canvas import mask_paths, render_canvas
@@ -18,14 +17,6 @@ from datagen.qc import qc_canvas
 
 FAST = dict(steps=20, crop=16, batch_size=4, band=2, device="cpu")
 SIZE, TILE = (128, 192), 32
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +32,6 @@ def canvas(tmp_path_factory):
     ids[:4, :6] = 0  # background (keep: true)
     Image.fromarray(ids).save(d / "layout.png")
     image, zarr_path = d / "slide.ome.tif", d / "slide.ome.zarr"
-    torch.set_num_threads(1)
     render_canvas(recipe, size=SIZE, out=image, zarr_path=zarr_path, seed=0, tile=64, tiff_tile=32, device="cpu",
                   progress=False, layout={"kind": "mask", "path": str(d / "layout.png")})
     return image, zarr_path
