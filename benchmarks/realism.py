@@ -15,6 +15,12 @@ Reports three Fréchet distances, all against the same reference set A of real c
 and ``relative`` = (generated - floor) / (ceiling - floor): 0 is as good as real
 data, 1 is no better than the untrained network.
 
+Beside the distances, ``glass`` says how much glass real set A and the samples show (mean
+glass share, share of images more than 25 % glass; :func:`glass_coverage`): a generator can
+lower its FD while it stops drawing one kind of image, and glass is the background class
+recipes paint (a CPU continuation of the built-in model did exactly that; see
+training/tissue-small/README.md).
+
 Real crops come from the training config's data through the training sampler
 (:class:`datagen.train.data.CropSampler`: area-weighted random positions, crops
 that are mostly glass or scanner border skipped, sources rescaled by their
@@ -62,10 +68,11 @@ from datagen.models import DEFAULT_MODEL, DigipathGenerator, DigipathUNet, load_
 from datagen.models.generator import Generator  # noqa: E402
 from datagen.render import render_plain  # noqa: E402
 from datagen.train import TrainConfig, load_train_config  # noqa: E402
-from datagen.train.data import CropSampler  # noqa: E402
+from datagen.train.data import CropSampler, background_fraction  # noqa: E402
 
 DEFAULT_TRAIN_CONFIG = REPO / "training" / "tissue-small" / "train.yaml"
 QUICK_NUM = 16
+GLASS_HEAVY = 0.25  # an image more than a quarter glass counts as glass-heavy
 _REAL_STREAM = 0x7EA1  # numpy seed [seed, set, this] draws real set A (0) / B (1)
 
 
@@ -80,6 +87,20 @@ def real_sets(cfg: TrainConfig, size: int, num: int, seed: int) -> tuple[torch.T
     info = {"sources": [{"path": str(p), "scale": s} for p, s in sources], "max_background": cfg.max_background,
             "rng_seeds": streams, "training_crop": cfg.crop}
     return sets[0], sets[1], info
+
+
+def glass_coverage(images: torch.Tensor, heavy: float = GLASS_HEAVY) -> dict[str, float]:
+    """How much glass a set of images shows: the mean share of glass (and scanner-border) pixels,
+    by the test the training sampler uses (:func:`datagen.train.data.background_fraction`), and the
+    share of images that are more than ``heavy`` glass.
+
+    A Fréchet distance can improve while a kind of image vanishes from the samples (a generator
+    that stops drawing glass-heavy images moves its mean and covariance towards the mostly-tissue
+    real crops); this says so directly. Glass matters beyond realism: it is the background class
+    a recipe paints."""
+    u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    fr = np.array([background_fraction(im) for im in u8])
+    return {"mean_glass": float(fr.mean()), "glass_heavy_share": float((fr > heavy).mean())}
 
 
 def untrained_copy(gen: Generator, seed: int) -> Generator | None:
@@ -156,6 +177,7 @@ def run(args: argparse.Namespace) -> dict:
     # memorisation: how close samples come to the reference crops, beside fresh real crops
     nn_gen = float(np.median(nearest_neighbour_distances(f_g, f_a)))
     nn_real = float(np.median(nearest_neighbour_distances(f_b, f_a)))
+    glass = {"real_a": glass_coverage(real_a), "generated": glass_coverage(fake), "heavy_above": GLASS_HEAVY}
     relative = None
     if ceiling is not None and ceiling > floor:
         relative = (fd_gen - floor) / (ceiling - floor)
@@ -183,6 +205,7 @@ def run(args: argparse.Namespace) -> dict:
         "relative": relative,
         "nn_generated_to_real": nn_gen,
         "nn_real_to_real": nn_real,
+        "glass": glass,
         "reference_set": "real A; floor = real B vs real A (disjoint draws, pixels may overlap)",
         "real_sets": real_info,
         "quick": bool(args.quick),
@@ -201,6 +224,7 @@ def format_report(r: dict) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     at = "the crop size" if r["feature_input_size"] == "native" else f"{r['feature_input_size']} px"
+    g = r["glass"]
 
     lines = [
         f"realism of {r['model']}  (N={r['num']}, {r['size']} px, seed {r['seed']}; "
@@ -211,6 +235,9 @@ def format_report(r: dict) -> str:
         f"  relative               {f(r['relative'])}   (0 = like real data, 1 = like the untrained net)",
         f"  median NN distance     generated -> real {f(r['nn_generated_to_real'])}, real B -> real A "
         f"{f(r['nn_real_to_real'])}   (copies of real crops would come closer than real B)",
+        f"  glass                  mean share: generated {f(g['generated']['mean_glass'])}, real "
+        f"{f(g['real_a']['mean_glass'])}; images > {g['heavy_above']:.0%} glass: generated "
+        f"{f(g['generated']['glass_heavy_share'])}, real {f(g['real_a']['glass_heavy_share'])}",
         f"  wall time {r['wall_time_s']:.1f} s  " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_s"].items()),
     ]
     return "\n".join(lines)

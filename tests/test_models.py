@@ -195,6 +195,29 @@ def test_builtin_default_model_draws_structure_and_paints():
     assert between > 2 * within, (within, between)
 
 
+def test_demo_recipe_background_class_draws_glass():
+    """The demo recipe's class `background` claims glass: where its masks say background the
+    images must show glass, and where they name a tissue class, tissue (glass by the training
+    sampler's test, datagen.train.data.background_fraction). Separability alone does not catch a
+    model that stops drawing glass: painted pale tissue is as separable as glass, and such a
+    model (a CPU continuation to step 9834, not shipped; training/tissue-small/README.md) scored
+    0.17 glass in background pixels against 0.11 in tissue; the shipped model scores 0.41 against 0.09."""
+    from pathlib import Path
+
+    from datagen.generate import prepare
+    from datagen.train.data import background_fraction
+
+    demo = Path(__file__).resolve().parents[1] / "recipes" / "tissue-small-demo.yaml"
+    job = prepare(demo, num=4, seed=0, block_size=4, batch_size=4, check_separability=False)
+    images, masks = job.renderer.pairs(range(4), batch_size=4)
+    (bg,) = [c.id for c in job.recipe.classes if c.name == "background"]
+    tissue = (masks != bg) & (masks != job.recipe.ignore_index)
+    assert (masks == bg).sum() > 5000 and tissue.sum() > 5000
+    glass_in_bg = background_fraction(images[masks == bg][None])
+    glass_in_tissue = background_fraction(images[tissue][None])
+    assert glass_in_bg > 0.3 and glass_in_bg > 2.5 * glass_in_tissue, (glass_in_bg, glass_in_tissue)
+
+
 def test_skip_min_stride_removes_fine_skips():
     cfg = UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, default_layer="dec.x4", skip_min_stride=4)
     net = DigipathUNet(cfg)

@@ -208,6 +208,18 @@ def test_benchmark_quick_smoke(tiny_setup):
     spec.loader.exec_module(mod)
     text = mod.format_report(r)
     assert "FD real vs real" in text and "floor" in text and "ceiling" in text and "head (1280-d)" in text
+    g = r["glass"]
+    for side in ("real_a", "generated"):
+        assert 0 <= g[side]["glass_heavy_share"] <= 1 and 0 <= g[side]["mean_glass"] <= 1
+    assert "images > 25% glass" in text
+    # the measure itself: a white image is all glass, a tissue-coloured one none, a half-white one half
+    import torch
+
+    pink = torch.tensor([0.7, 0.2, 0.5]).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    half = pink.clone()
+    half[..., :4] = 1.0
+    cov = mod.glass_coverage(torch.cat([torch.ones(1, 3, 8, 8), pink, half]))
+    assert cov["mean_glass"] == pytest.approx(0.5) and cov["glass_heavy_share"] == pytest.approx(2 / 3)
 
     # deterministic: the same command gives the same distances
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=d).stdout)
