@@ -15,7 +15,6 @@ nothing behind that a later run could mistake for data.
 
 from __future__ import annotations
 
-import errno
 import os
 import platform
 import time
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .assemble import assemble
+from .capacity import DISK_FULL, DiskFullError, check_disk, check_memory, disk_full_message, estimate_memory, total_memory
 from .augment import apply_augment
 from .errors import ConfigError, DatagenError, UsageError, arg, message_of
 from .models.generator import Generator
@@ -109,52 +109,6 @@ def load_recipe_model(recipe: Recipe, device: str | None = None, *, trust_pickle
         except DatagenError as e:
             raise ConfigError(message_of(e), file=recipe.file, field="fixed_style") from None
     return gen
-
-
-def _total_memory(device: Any) -> int | None:
-    """Bytes of memory on ``device`` (physical RAM for the CPU), None when unknown."""
-    try:
-        if getattr(device, "type", str(device)) == "cuda":
-            import torch
-
-            return int(torch.cuda.get_device_properties(device).total_memory)
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError, RuntimeError):
-        return None
-
-
-def estimate_memory(gen: Generator, size: tuple[int, int], batch_size: int, block_size: int) -> tuple[int, int]:
-    """Rough peak bytes of one rendering batch and of the blocks held for writing: (batch, blocks).
-
-    A forward pass holds about two of its largest activations per sample (a layer's input and
-    output, float32), plus the image, noise and mask planes; the writer queue holds up to three
-    blocks of uint8 images and masks."""
-    h, w = int(size[0]), int(size[1])
-    largest = max((i.channels * max(1, i.size_at(h, w)[0]) * max(1, i.size_at(h, w)[1]) for i in gen.layers()),
-                  default=0)
-    per_sample = 4 * (2 * largest + 8 * h * w)
-    return batch_size * per_sample, 3 * block_size * h * w * 4
-
-
-def check_memory(recipe: Recipe, gen: Generator, size: tuple[int, int], batch_size: int, block_size: int) -> None:
-    """Refuse a size whose batch cannot fit in memory, before anything is allocated or written."""
-    total = _total_memory(gen.device)
-    if total is None:
-        return
-    batch, blocks = estimate_memory(gen, size, batch_size, block_size)
-    host_total = _total_memory("cpu") or total
-    need_dev = batch if gen.device.type == "cuda" else batch + blocks
-    if need_dev <= total and blocks <= host_total:
-        return
-    gib = 1 << 30
-    h, w = size
-    per = batch / max(batch_size, 1)
-    hint = (f"; {arg('batch_size', max(1, int(total // max(per, 1))))} may fit" if batch_size > 1 and per + (0 if gen.device.type == "cuda" else blocks) <= total
-            else "; use a smaller size (datagen canvas renders large images tile by tile)")
-    raise ConfigError(
-        f"{h}x{w} needs about {need_dev / gib:,.1f} GiB of memory for one batch of {batch_size} (and the blocks "
-        f"being written), more than the {total / gib:,.1f} GiB of {'GPU' if gen.device.type == 'cuda' else 'RAM'} "
-        f"on this machine{hint}", file=recipe.file, field="size")
 
 
 def prepare(recipe_path: str | os.PathLike, *, num: int, seed: int = 0, device: str | None = None,
@@ -338,52 +292,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-#: errno values of a full disk (or an exhausted quota).
-_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-class DiskFullError(DatagenError):
-    """The output's disk filled up while writing; completed blocks are kept for ``--resume``."""
-
-
-def _disk_full_message(out: str | os.PathLike, writer: DatasetWriter, mine: list[int], e: OSError) -> str:
-    try:
-        kept = len(set(writer.completed_blocks()) & set(mine))
-    except Exception:  # the manifest may be unreadable on a full disk: say what is known
-        kept = None
-    what = f"{kept} of {len(mine)} blocks are complete and kept" if kept is not None else "completed blocks are kept"
-    return (f"{out}: disk full ({os.strerror(e.errno or errno.ENOSPC)}); {what}. Free space, then rerun "
-            f"the same command with {arg('resume', True)} to continue")
-
-
-def check_disk(out: str | os.PathLike, info: DatasetInfo, *, shard_index: int = 0, num_shards: int = 1) -> None:
-    """Refuse a run whose output cannot fit on the disk, even compressed 4:1 (images compress
-    about 2:1, masks much more): a UsageError naming ``num``, before the output is created."""
-    import shutil
-
-    p = Path(out).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        usage = shutil.disk_usage(p)
-    except OSError:
-        return
-    if usage.total == 0:  # a pseudo file system (/proc, /sys): the writer says what is wrong with it
-        return
-    free = usage.free
-    nb = len(info.shard_blocks(shard_index, num_shards))  # this worker's blocks (counted, not listed)
-    n = nb * info.block_size
-    last = info.num_blocks - 1
-    if last >= shard_index and (last - shard_index) % num_shards == 0:
-        n -= info.num_blocks * info.block_size - info.num_samples  # the short last block is this worker's
-    per_pixel = 4 + (4 if info.instances else 0)  # uint8 RGB image + mask (+ uint32 instance id)
-    need = n * info.height * info.width * per_pixel // 4  # at 4:1
-    if need > free:
-        raise UsageError(f"{n:,} samples of {info.height}x{info.width} need at least {_human(need)} "
-                         f"on disk (even at 4:1 compression), but {p} has {_human(free)} free; lower {arg('num')}, "
-                         f"free space or split the run with {arg('num_shards')} over several disks", param="num")
-
-
 def _render(job: Job, writer: DatasetWriter, todo: list[int], *, recipe_path: str | os.PathLike, num: int, seed: int,
             batch_size: int, block_size: int, trust_pickles: bool, instances: bool, workers: int | str,
             threads: int | None, progress: bool) -> int:
@@ -395,7 +303,7 @@ def _render(job: Job, writer: DatasetWriter, todo: list[int], *, recipe_path: st
     samples = sum(len(job.info.block_range(b)) for b in todo)
     plan = plan_processes(workers, threads, device_type=job.generator.device.type, blocks=len(todo),
                           megapixels=samples * h * w / 1e6, worker_bytes=WORKER_BASE_BYTES + batch + blocks,
-                          memory=_total_memory("cpu"))
+                          memory=total_memory("cpu"))
     if plan.workers == 1:
         with torch_threads(plan.threads):
             return run_job(job, writer, todo, batch_size=batch_size, progress=progress)
@@ -404,14 +312,6 @@ def _render(job: Job, writer: DatasetWriter, todo: list[int], *, recipe_path: st
                       threads=int(plan.threads or 1))
     with RenderPool(spec, plan.workers, expected_info=job.info.to_dict()) as pool:
         return run_job_workers(job, writer, todo, pool, progress=progress)
-
-
-def _human(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:,.1f} TiB"
 
 
 def generate(
@@ -477,7 +377,7 @@ def generate(
         raise (ConfigError(e.message, file=e.file, field=e.field, param="out") if isinstance(e, ConfigError)
                else UsageError(e.message, param="out")) from None
     except OSError as e:
-        if e.errno in _DISK_FULL:
+        if e.errno in DISK_FULL:
             raise DiskFullError(f"{out}: {os.strerror(e.errno)} while creating the output; free space and "
                                 "run the command again", param="out") from None
         raise
@@ -501,11 +401,11 @@ def generate(
             try:
                 writer.close()
             except OSError as e:
-                if e.errno not in _DISK_FULL:
+                if e.errno not in DISK_FULL:
                     raise
     except OSError as e:
-        if e.errno not in _DISK_FULL:
+        if e.errno not in DISK_FULL:
             raise
-        raise DiskFullError(_disk_full_message(out, writer, mine, e), param="out") from None
+        raise DiskFullError(disk_full_message(out, writer, mine, e), param="out") from None
     return GenerateReport(Path(out), written, len(mine) - len(todo), len(mine), time.perf_counter() - t0,
                           repaired_blocks=repaired, cleaned=writer.cleaned)
