@@ -138,12 +138,16 @@ def canvas_classes(meta: Mapping[str, Any]) -> CanvasClasses:
     return CanvasClasses(classes, keep, None if ignore is None else int(ignore))
 
 
+def _table_error(source: Path, exc: Exception) -> CanvasFileError:
+    return CanvasFileError(f"{source}: cannot read the class table ({type(exc).__name__}: {exc}); expected the "
+                           "JSON that `datagen canvas` writes, with 'classes': [{id, name, color}, ...]")
+
+
 def _classes_of(meta: Mapping[str, Any], source: Path) -> CanvasClasses:
     try:
         return canvas_classes(meta)
     except (KeyError, TypeError, ValueError) as exc:
-        raise CanvasFileError(f"{source}: cannot read the class table ({type(exc).__name__}: {exc}); expected the "
-                              "JSON that `datagen canvas` writes, with 'classes': [{id, name, color}, ...]") from None
+        raise _table_error(source, exc) from None
 
 
 def _open_tiff_level0(path: Path, stack: ExitStack) -> Any:
@@ -209,9 +213,7 @@ class CanvasReader:
                 raise CanvasFileError(f"{sidecar}: canvas sidecar not found (it holds the class table of "
                                       f"{mask.name})") from None
             except (OSError, ValueError, TypeError) as exc:
-                raise CanvasFileError(f"{sidecar}: cannot read the class table ({type(exc).__name__}: {exc}); "
-                                      "expected the JSON that `datagen canvas` writes, with 'classes': "
-                                      "[{id, name, color}, ...]") from None
+                raise _table_error(sidecar, exc) from None
             self.meta, self.mask_path, self.sidecar, self.stem = meta, mask, sidecar, canvas_stem(mask)
             self.classes = _classes_of(meta, sidecar)
             name = p.name.lower()

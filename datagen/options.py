@@ -14,6 +14,8 @@ VERIFY_LEVELS = ("files", "full", "none")
 
 #: Canvas render tile (px): memory grows with it.
 DEFAULT_TILE = 1024
+#: ``datagen qc`` on a canvas: the window (px) level 0 is cut into, one pair per window.
+QC_WINDOW = 256
 #: Canvas TIFF tile and zarr chunk size (px).
 DEFAULT_TIFF_TILE = 512
 #: Canvas image compressions (the mask is always lossless).

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatagenError, UsageError
+from ..options import QC_WINDOW
 from .app import add_command, add_device, add_quiet, positive_int
 
-#: ``datagen qc --tile`` default (datagen.qc.canvas.DEFAULT_TILE; not imported here: that imports torch).
-DEFAULT_TILE = 256
 CANVAS_FILES = "a canvas (slide.ome.tif, slide.tif, slide.mask.ome.tif, slide.canvas.json or its OME-Zarr folder)"
 
 
@@ -56,7 +55,7 @@ def cmd_qc(a: argparse.Namespace) -> int:
                                "steps": a.steps, "crop": a.crop, "batch_size": a.batch_size, "band": a.band,
                                "worst": a.worst, "device": a.device, "progress": not a.quiet}
     if target == "canvas":
-        report = qc_canvas(a.path, tile=a.tile or DEFAULT_TILE,
+        report = qc_canvas(a.path, tile=a.tile or QC_WINDOW,
                            ignore_index="canvas" if ignore == "dataset" else ignore, **options)
     else:
         report = qc_dataset(a.path, ignore_index=ignore, allow_incomplete=a.allow_incomplete, **options)
@@ -99,7 +98,7 @@ def add_qc_command(sub: Any) -> None:
                    help="use at most N pairs (canvas: windows that are not all ignored), spread evenly (0 = all)")
     q.add_argument("--tile", type=positive_int("a window size in px"),
                    help=f"canvas only: window size in px; level 0 is cut into a grid of these "
-                        f"(default: {DEFAULT_TILE})")
+                        f"(default: {QC_WINDOW})")
     q.add_argument("--ignore-index", help="mask value left out of training and scores, or 'none' (default: the "
                                           "dataset's or canvas's own)")
     q.add_argument("--band", type=int, default=8, help="boundary band half-width in px")

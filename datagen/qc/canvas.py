@@ -15,12 +15,10 @@ import numpy as np
 
 from datagen.canvas_files import CanvasReader
 from datagen.errors import DatagenError, UsageError
+from datagen.options import QC_WINDOW
 
 from . import DEFAULT_MAX_SAMPLES, even_subsample, qc_arrays
 from .report import FidelityReport
-
-DEFAULT_TILE = 256
-
 
 def window_grid(size: tuple[int, int], tile: int) -> list[tuple[int, int]]:
     """Top-left corners (y, x) of the whole ``tile`` x ``tile`` windows of a canvas of ``size``, in raster
@@ -32,7 +30,7 @@ def window_grid(size: tuple[int, int], tile: int) -> list[tuple[int, int]]:
 def qc_canvas(
     path: str | os.PathLike,
     *,
-    tile: int = DEFAULT_TILE,
+    tile: int = QC_WINDOW,
     max_samples: int | None = DEFAULT_MAX_SAMPLES,
     ignore_index: int | None | str = "canvas",
     progress: bool = False,
@@ -121,4 +119,4 @@ def qc_canvas(
     return report
 
 
-__all__ = ["DEFAULT_TILE", "qc_canvas", "window_grid"]
+__all__ = ["qc_canvas", "window_grid"]
