@@ -39,26 +39,24 @@ def cmd_qc(a: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(max(1, a.threads))
-    ignore: int | None | str = "dataset"
+    options: dict[str, Any] = {}  # ignore_index only when given: each reader defaults to its own store's value
     if a.ignore_index is not None:
         if a.ignore_index.lower() == "none":
-            ignore = None
+            options["ignore_index"] = None
         elif a.ignore_index.isdigit() and 0 <= int(a.ignore_index) <= 255:
-            ignore = int(a.ignore_index)
+            options["ignore_index"] = int(a.ignore_index)
         else:
             raise UsageError(f"must be 0..255 or none, got {a.ignore_index!r}", param="ignore_index")
     target = qc_target(a.path)
     if target == "dataset" and a.tile is not None:
         raise UsageError(f"{a.path} is a dataset: --tile cuts a canvas into windows, a dataset's pairs are used whole",
                          param="tile")
-    options: dict[str, Any] = {"max_samples": a.max_samples, "train_fraction": a.train_fraction, "seed": a.seed,
-                               "steps": a.steps, "crop": a.crop, "batch_size": a.batch_size, "band": a.band,
-                               "worst": a.worst, "device": a.device, "progress": not a.quiet}
+    options.update(max_samples=a.max_samples, train_fraction=a.train_fraction, seed=a.seed, steps=a.steps, crop=a.crop,
+                   batch_size=a.batch_size, band=a.band, worst=a.worst, device=a.device, progress=not a.quiet)
     if target == "canvas":
-        report = qc_canvas(a.path, tile=a.tile or QC_WINDOW,
-                           ignore_index="canvas" if ignore == "dataset" else ignore, **options)
+        report = qc_canvas(a.path, tile=a.tile or QC_WINDOW, **options)
     else:
-        report = qc_dataset(a.path, ignore_index=ignore, allow_incomplete=a.allow_incomplete, **options)
+        report = qc_dataset(a.path, allow_incomplete=a.allow_incomplete, **options)
     report_path = None if a.no_report else Path(a.report or f"qc-{Path(a.path).resolve().name}.html")
     if report_path is not None:
         write_html(report, report_path, title=f"datagen qc: {a.path}")
