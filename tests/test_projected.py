@@ -128,3 +128,40 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path, tissue_png):  # noqa: F81
     st = torch.load(out / "train_state.pt", weights_only=False)
     assert st["step"] < 1000
     assert (out / "checkpoint" / "config.json").exists()
+
+
+@pytest.mark.parametrize("disc", ["projected", "resnet"])
+def test_bf16_precision_runs_forward_passes_in_bfloat16(tmp_path, tissue_png, disc):  # noqa: F811
+    """precision: bf16 puts the convolutions of G and D under bfloat16 autocast; the weights, the
+    snapshot and the losses stay float32 and finite (R1 of the resnet D included)."""
+    seen: set[torch.dtype] = set()
+
+    def hook(module, args, out):
+        if isinstance(module, torch.nn.Conv2d) and torch.is_tensor(out):
+            seen.add(out.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        out = tmp_path / "run"
+        train(_cfg(tissue_png, steps=2, discriminator=disc, precision="bf16", log_every=1, r1_every=1), out,
+              progress=False)
+    finally:
+        handle.remove()
+    assert torch.bfloat16 in seen
+    st = torch.load(out / "train_state.pt", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in st["G"].values() if v.is_floating_point())
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor([r["d"], r["g"]])).all() for r in log)
+    if disc == "resnet":
+        assert "r1" in log[-1] and log[-1]["r1"] == log[-1]["r1"]  # R1 ran (in float32), not NaN
+
+
+def test_fp32_precision_has_no_bfloat16(tmp_path, tissue_png):  # noqa: F811
+    seen: set[torch.dtype] = set()
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, a, o: seen.add(o.dtype) if isinstance(m, torch.nn.Conv2d) and torch.is_tensor(o) else None)
+    try:
+        train(_cfg(tissue_png, steps=1, discriminator="projected"), tmp_path / "run", progress=False)
+    finally:
+        handle.remove()
+    assert seen == {torch.float32}

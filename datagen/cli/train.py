@@ -15,7 +15,7 @@ from .app import add_command, add_quiet
 #: Options that override a training config's value (None: keep the config's), and TrainConfig's
 #: defaults for the help text (datagen.train imports torch; tests/test_cli.py keeps these in step).
 TRAIN_DEFAULTS = {"steps": 5000, "crop": 128, "batch": 16, "device": "auto", "seed": 0, "threads": None,
-                  "feature_extractor": "efficientnet-lite0"}
+                  "feature_extractor": "efficientnet-lite0", "precision": "fp32"}
 OVERRIDES = tuple(TRAIN_DEFAULTS)
 
 
@@ -63,4 +63,7 @@ def add_train_command(sub: Any) -> None:
     t.add_argument("--threads", type=int, help=f"CPU threads for torch ({from_cfg('threads')})")
     t.add_argument("--feature-extractor", choices=("efficientnet-lite0", "none"),
                    help=f"conditioning features of real crops; none: an unconditional GAN ({from_cfg('feature_extractor')})")
+    t.add_argument("--precision", choices=("fp32", "bf16"),
+                   help=f"bf16: forward passes under bfloat16 autocast, ~1.3x faster on a CPU with AVX512-BF16 "
+                        f"({from_cfg('precision')})")
     add_quiet(t)

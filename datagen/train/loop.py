@@ -14,10 +14,13 @@ point resumes from the last complete checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,19 @@ def param_groups(module: torch.nn.Module, lr: float, equalized: bool) -> list[di
 
 
 @torch.no_grad()
+def autocast(device: str | torch.device, precision: str) -> Callable[[], AbstractContextManager[Any]]:
+    """A factory of the forward passes' autocast context: bfloat16 for ``precision: bf16``, else none."""
+    if precision == "bf16":
+        dev_type = torch.device(device).type
+        return lambda: torch.autocast(dev_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def as_float(logits: Any) -> Any:
+    """Discriminator output (one tensor, or one per head) in float32, so the losses are."""
+    return [x.float() for x in logits] if isinstance(logits, (list, tuple)) else logits.float()
+
+
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
     for pe, p in zip(ema.parameters(), model.parameters()):
         pe.lerp_(p.detach(), 1.0 - beta)
@@ -266,6 +282,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         _truncate_log(out / "log.jsonl", step)
         aug_gen.set_state(st["aug_gen"]); noise_gen.set_state(st["noise_gen"])
 
+    amp = autocast(device, cfg.precision)  # R1 and everything after the forward passes stay float32
     size = (cfg.crop, cfg.crop)
     fixed = torch.Generator().manual_seed(12345)
     fixed_noise = torch.randn((16, G.config.noise_channels, 2 * cfg.crop, 2 * cfg.crop), generator=fixed)
@@ -320,10 +337,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             # ---- discriminator ----
             real = dihedral(sampler.sample(cfg.batch, device=device))
             z, c = draw_inputs(cfg.batch)
-            with torch.no_grad():
-                fake = G(z, c)
+            with torch.no_grad(), amp():
+                fake = G(z, c).float()
             D.requires_grad_(True)
-            loss_d = d_loss_fn(D(diff_augment(real, cfg.diffaugment, aug_gen)), D(diff_augment(fake, cfg.diffaugment, aug_gen)))
+            with amp():
+                logits_real = D(diff_augment(real, cfg.diffaugment, aug_gen))
+                logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen))
+            loss_d = d_loss_fn(as_float(logits_real), as_float(logits_fake))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -337,11 +357,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             # ---- generator ----
             D.requires_grad_(False)
             z, c = draw_inputs(cfg.batch)
-            fake = G(z, c)
-            loss_g = g_loss_fn(D(diff_augment(fake, cfg.diffaugment, aug_gen)))
+            with amp():
+                fake = G(z, c).float()
+                logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen))
+            loss_g = g_loss_fn(as_float(logits_fake))
             loss_total = loss_g
             if extractor is not None and c is not None and cfg.cond_weight > 0 and step % cfg.cond_every == 0:
-                loss_c = conditioning_consistency(extractor.pooled(resize_for_features(fake)), c)
+                with amp():
+                    pooled = extractor.pooled(resize_for_features(fake))
+                loss_c = conditioning_consistency(pooled.float(), c)
                 loss_total = loss_total + cfg.cond_weight * cfg.cond_every * loss_c
                 stats["cond"] = loss_c.detach()
             opt_g.zero_grad(set_to_none=True)
