@@ -19,8 +19,9 @@
 #   PYTHON (python3)  GPU_RUN_DEVICE (auto)  GPU_RUN_CROP / GPU_RUN_BATCH (config's)
 #   GPU_RUN_THREADS   GPU_RUN_GEN_NUM (512)  GPU_RUN_GEN_BATCHES ("8 32")
 #   GPU_RUN_BENCH_ARGS ("")  GPU_RUN_SKIP_WHEELS (0)  GPU_RUN_WORK  GPU_RUN_SITE (/tmp/site)
+#   GPU_RUN_PRECISION (config's: fp32 or bf16)  GPU_RUN_BATCH_PROBE ("64 32:bf16" on CUDA: BATCH[:PRECISION])
 set -uo pipefail
-if [ $# -lt 2 ]; then sed -n 2,22p "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n 2,23p "$0"; exit 2; fi
 out=$1; minutes=$2; config=${3:-.gpudata/train.yaml}
 py=${PYTHON:-python3}
 work=${GPU_RUN_WORK:-/tmp/gpu_run_work}
@@ -114,7 +115,7 @@ run="$work/run"
 rm -rf "$run"; mkdir -p "$run"
 cp training/tissue-small/resume/* "$run/"
 mkcfg "$work/train-gpu.yaml" "$minutes" device="$device" crop="${GPU_RUN_CROP:-}" batch="${GPU_RUN_BATCH:-}" \
-      threads="${GPU_RUN_THREADS:-}" || exit 1
+      threads="${GPU_RUN_THREADS:-}" precision="${GPU_RUN_PRECISION:-}" || exit 1
 cp "$work/train-gpu.yaml" "$run/train-gpu.yaml"
 step0=$("$py" -c "import torch,sys; print(torch.load(sys.argv[1], weights_only=False, map_location='cpu')['step'])" "$run/train_state.pt")
 smi_pid=
@@ -161,21 +162,23 @@ PY
 
 figures
 
-# batch probe (CUDA only by default): a few fresh steps at another batch size, s/step compared
+# batch probe (CUDA only by default): a few fresh steps at another batch size or precision
+# (BATCH[:PRECISION]; 32:bf16 is the main run's batch in bfloat16), s/step compared
 probe=${GPU_RUN_BATCH_PROBE-}
-if [ -z "${GPU_RUN_BATCH_PROBE+x}" ] && [ "$dev" != cpu ]; then probe=64; fi
+if [ -z "${GPU_RUN_BATCH_PROBE+x}" ] && [ "$dev" != cpu ]; then probe="64 32:bf16"; fi
 echo "[]" > "$work/fig/batch_probe.json"
-for b in $probe; do
-  stage "batch probe: batch $b, 20 steps"
+for spec in $probe; do
+  b=${spec%%:*}; prec=""; [ "$spec" != "$b" ] && prec=${spec#*:}
+  stage "batch probe: batch $b ${prec:-(the config precision)}, 20 steps"
   rm -rf "$work/probe"
   mkcfg "$work/probe.yaml" 3 device="$device" crop="${GPU_RUN_CROP:-}" batch="$b" steps=20 log_every=5 \
-        sample_every=100000 checkpoint_every=100000 cond_bank=64 threads="${GPU_RUN_THREADS:-}" || break
+        sample_every=100000 checkpoint_every=100000 cond_bank=64 threads="${GPU_RUN_THREADS:-}" precision="$prec" || break
   train "$work/probe.yaml" --out "$work/probe" --quiet >/dev/null; rc=$?
-  "$py" - "$work/probe" "$b" "$rc" "$work/fig/batch_probe.json" <<'PY'
+  "$py" - "$work/probe" "$b" "$rc" "$work/fig/batch_probe.json" "$prec" <<'PY'
 import json, sys
 from pathlib import Path
-run, b, rc, dst = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-rows = json.load(open(dst)); r = {"batch": b, "rc": rc}
+run, b, rc, dst, prec = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+rows = json.load(open(dst)); r = {"batch": b, "precision": prec or "config", "rc": rc}
 try:
     log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines() if l.strip()]
     a, z = log[1], log[-1]  # from step 10: skip cudnn autotune / warm-up
