@@ -21,6 +21,11 @@ DEFAULT_TIFF_TILE = 512
 #: Canvas image compressions (the mask is always lossless).
 COMPRESSIONS = ("zlib", "jpeg", "zstd", "lzw", "none")
 
+#: Rendering arithmetic (``generate --precision``): auto is float16 on CUDA and float32 on a CPU; fp16
+#: is float16 on CUDA (a CPU renders float32); bf16 is bfloat16 autocast on either (opt-in: faster on a
+#: CPU with AVX512-BF16 or AMX); fp32 is float32 everywhere.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
 #: The devices a ``device`` argument accepts.
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
 

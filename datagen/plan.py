@@ -19,13 +19,14 @@ import torch
 from scipy import ndimage
 
 from .masks import feature_layers
+from .options import PRECISIONS  # noqa: F401  (the values of Precision, re-exported)
 from .models.generator import Generator
 from .models.hooks import Edit
 from .paint import UNIT_MODES, KEEP, UnitMode, edit_units, grid_cells, resize_region
 
 MaskMode = Literal["layout", "cells", "rendered"]
 MASK_MODES = ("layout", "cells", "rendered")
-Precision = Literal["auto", "fp32", "fp16"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
 CALIBRATION = "mask-calibration"
 """Prefix of the random streams of the renders that fit ``mask: rendered`` (never a dataset sample's)."""
 

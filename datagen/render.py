@@ -66,7 +66,10 @@ if TYPE_CHECKING:  # type only: datagen.assemble builds setups from this module'
 
 
 def autocast_for(device: torch.device, precision: Precision) -> AbstractContextManager[Any]:
-    """float16 autocast on CUDA (unless ``precision`` is fp32); the CPU always renders in float32."""
+    """float16 autocast on CUDA (``auto``, ``fp16``), bfloat16 autocast on any device (``bf16``);
+    otherwise none: by default a CPU renders in float32, which the golden digests pin."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     if device.type == "cuda" and precision in ("auto", "fp16"):
         return torch.autocast("cuda", dtype=torch.float16)
     return nullcontext()

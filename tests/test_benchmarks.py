@@ -25,7 +25,7 @@ def bench_path(monkeypatch, tmp_path_factory):
     ("bench_scaling", "results"),
     ("bench_memory", "ratio_large_over_small"),
     ("bench_canvas", "seams"),
-    ("bench_train_precision", "ratio"),
+    ("bench_precision", "train"),
     ("fidelity", "modes"),
 ])
 def test_benchmark_quick_prints_json(name, key, capsys, tmp_path):

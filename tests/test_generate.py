@@ -1,5 +1,6 @@
 """End to end: recipe -> generate -> zarr / TIFF on disk, read back with zarr and tifffile directly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import torch
 import zarr
 
 from datagen.cli import main
+from datagen.errors import DatagenError, UsageError
 from datagen.generate import generate, prepare
 from datagen.writers import read_manifest
 
@@ -417,3 +419,26 @@ def test_parent_killed_or_interrupted_with_workers(layout_masks, tmp_path, monke
         assert "Traceback" not in err and "completed blocks are kept" in err, err
     assert main(cmd[3:] + ["--resume"]) == 0
     _equal_datasets(out, ref)
+
+
+def test_bf16_precision_is_recorded_close_and_not_mixed(assets, tmp_path, monkeypatch):
+    """--precision bf16 renders under bfloat16 autocast on the CPU: pixels near the float32 ones but not
+    all equal, the setting in attrs (so in the fingerprint: a resume with another precision is refused),
+    and worker processes render it too (same arrays as this process)."""
+    d, recipe = assets
+    monkeypatch.setenv("DATAGEN_SEPARABILITY", "0")
+    _run(recipe, tmp_path / "fp32", num=16)
+    _run(recipe, tmp_path / "bf16", num=16, precision="bf16", workers=1)
+    _run(recipe, tmp_path / "bf16w", num=16, precision="bf16", workers=2)
+    (i32, m32, a32), (i16, m16, a16), (iw, mw, _) = (_read_zarr(tmp_path / n) for n in ("fp32", "bf16", "bf16w"))
+    info16 = json.loads((tmp_path / "bf16" / "info.json").read_text())["info"]
+    info32 = json.loads((tmp_path / "fp32" / "info.json").read_text())["info"]
+    assert info16["attrs"]["precision"] == "bf16" and "precision" not in info32["attrs"]
+    diff = np.abs(i32.astype(int) - i16.astype(int))
+    assert diff.max() > 0 and diff.mean() < 4, (diff.max(), diff.mean())
+    np.testing.assert_array_equal(i16, iw)  # workers got the precision
+    np.testing.assert_array_equal(m16, mw)
+    with pytest.raises(DatagenError, match="attrs.precision"):
+        _run(recipe, tmp_path / "bf16", num=16, resume=True)  # float32 would mix into a bf16 dataset
+    with pytest.raises(UsageError, match="fp32"):
+        _run(recipe, tmp_path / "bad", num=16, precision="int8")

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from ..errors import DatagenError, flag_name
-from ..options import FORMATS, VERIFY_LEVELS
+from ..options import FORMATS, PRECISIONS, VERIFY_LEVELS
 from .app import add_command, add_device, add_quiet, add_trust_pickles, positive_int, sample_count
 
 
@@ -25,7 +25,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
         report = generate_ray(a.recipe, a.out, num=a.num, seed=a.seed, format=a.format, device=a.device,
                               batch_size=a.batch_size, block_size=a.block_size, resume=a.resume,
                               num_tasks=a.num_tasks, address=a.address, progress=not a.quiet,
-                              trust_pickles=a.trust_pickles, instances=a.instances)
+                              trust_pickles=a.trust_pickles, instances=a.instances, precision=a.precision)
     else:
         from ..generate import generate
 
@@ -33,7 +33,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
                           batch_size=a.batch_size, block_size=a.block_size, resume=a.resume,
                           shard_index=a.shard_index, num_shards=a.num_shards, progress=not a.quiet,
                           verify=a.verify, trust_pickles=a.trust_pickles, instances=a.instances,
-                          workers=a.workers)
+                          precision=a.precision, workers=a.workers)
     if a.quiet:
         return 0
     repaired = getattr(report, "repaired_blocks", {})
@@ -102,6 +102,10 @@ def add_generate_commands(sub: Any) -> None:
                         "and hashes every sample, 'none' trusts the manifest")
     g.add_argument("--instances", action="store_true", help="also store an instance map per sample (uint32, one id "
                    "per connected region of one class; see docs/formats.md)")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="arithmetic of the forward passes: auto (float16 on CUDA, float32 on a CPU), fp32, fp16 "
+                        "(CUDA), bf16 (bfloat16 on either; 1.13x faster on the demo on a 2-core AVX512-BF16 CPU, "
+                        "pixels move by 0.5 levels on average); recorded in the dataset")
     g.add_argument("--shard-index", type=int, default=0, help="this run's index K (0-based) of --num-shards")
     g.add_argument("--num-shards", type=int, default=1,
                    help="split the blocks over M runs (machines or jobs; see docs/scale-out.md)")

@@ -158,6 +158,7 @@ class WorkerSpec:
     trust_pickles: bool
     instances: bool
     threads: int
+    precision: str = "auto"
 
 
 def _portable(e: BaseException) -> tuple[BaseException, str]:
@@ -197,7 +198,7 @@ def worker_main(conn_fd: int, lifeline: int) -> None:
 
         job = prepare(spec.recipe_path, num=spec.num, seed=spec.seed, device=spec.device, block_size=spec.block_size,
                       batch_size=spec.batch_size, trust_pickles=spec.trust_pickles, instances=spec.instances,
-                      check_separability=False)
+                      precision=spec.precision, check_separability=False)
         conn.send(("ready", job.info.to_dict()))
         while (task := conn.recv()) is not None:
             block, start, stop = task

@@ -61,7 +61,8 @@ def _run_blocks(recipe_path: str, out: str, info_doc: dict[str, Any], *, num: in
     # the driver has checked class separability (and warned) once; workers do not repeat it
     info = DatasetInfo.from_dict(info_doc)
     job = prepare(recipe_path, num=num, seed=seed, device=device, block_size=block_size, batch_size=batch_size,
-                  trust_pickles=trust_pickles, check_separability=False, instances=info.instances)
+                  trust_pickles=trust_pickles, check_separability=False, instances=info.instances,
+                  precision=info.attrs.get("precision", "auto"))  # the driver's, as its dataset records it
     diffs = [d for d in info.differences(job.info) if not d.startswith("attrs.recipe_file")]
     if diffs:
         raise DatagenError(f"worker on {platform.node()} sees different inputs than the driver: " + "; ".join(diffs)
@@ -106,6 +107,7 @@ def generate_ray(
     init_kwargs: dict[str, Any] | None = None,
     trust_pickles: bool = False,
     instances: bool = False,
+    precision: str = "auto",
 ) -> Any:
     """Generate samples ``0..num-1`` into ``out`` with Ray tasks; returns a :class:`~datagen.generate.GenerateReport`.
 
@@ -114,7 +116,8 @@ def generate_ray(
     ``num_tasks``: default one per GPU (GPU clusters) or one per ``cpus_per_task`` CPUs, at most one per block.
     ``gpus_per_task``: default 1 when the cluster has GPUs and ``device`` is not ``cpu`` (fractions share a GPU).
     ``threads``: torch intra-op threads per task (default: ``cpus_per_task``, rounded, at least 1).
-    ``instances``: also write an instance map beside each mask (as :func:`datagen.generate.generate`).
+    ``instances``: also write an instance map beside each mask, ``precision``: the rendering
+    arithmetic (both as :func:`datagen.generate.generate`; tasks read the precision back from the dataset).
     """
     from tqdm.auto import tqdm
 
@@ -131,7 +134,7 @@ def generate_ray(
 
     # check everything and create the output before a cluster is involved
     job = prepare(recipe_path, num=num, seed=seed, device="cpu", block_size=block_size, batch_size=batch_size,
-                  trust_pickles=trust_pickles, instances=instances)
+                  trust_pickles=trust_pickles, instances=instances, precision=precision)
     info = job.info
     del job
     t0 = time.perf_counter()

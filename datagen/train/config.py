@@ -90,7 +90,7 @@ class TrainConfig(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16: the G and D forward passes run under bfloat16 autocast (weights, optimiser state, EMA,
     losses and R1 stay float32). About 1.3x faster per step on a CPU with AVX512-BF16 or AMX
-    (benchmarks/bench_train_precision.py); on CUDA it needs an Ampere or newer card."""
+    (benchmarks/bench_precision.py --parts train); on CUDA it needs an Ampere or newer card."""
     max_minutes: float | None = Field(None, gt=0)
     """Stop (with a checkpoint) after this many minutes of this invocation, even before ``steps``."""
 
