@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Any
 
@@ -80,7 +80,7 @@ from .generate import load_recipe_model
 from .layouts import scale_layout_for_canvas, warn_few_regions
 from .masks import RenderedMaskModel, feature_layers, ignore_boundaries, ignore_keep, rendered_masks
 from .models.generator import DigipathGenerator, Generator
-from .options import DEFAULT_TIFF_TILE, DEFAULT_TILE
+from .options import DEFAULT_TIFF_TILE, DEFAULT_TILE, PRECISIONS
 from .paint import KEEP, boundary_alpha, grid_cells
 from .recipe import Recipe, load_recipe
 from .render import (
@@ -447,6 +447,7 @@ class Canvas:
             **({"min_confidence": self.min_confidence, "boundary_ignore": self.boundary_ignore}
                if self.mask_mode == "rendered" else {}),
             "model": self.generator.name,
+            **({"precision": self.precision} if self.precision != "auto" else {}),
         }
 
 
@@ -463,16 +464,20 @@ def canvas_from_recipe(
     margin: int | str | None = "auto",
     generator: Generator | None = None,
     trust_pickles: bool = False,
+    precision: Precision = "auto",
 ) -> tuple[Canvas, Recipe]:
     """A :class:`Canvas` for a recipe (its model, layer, classes, vectors, paint options) and the recipe.
 
     ``layout`` replaces the recipe's layout: a mapping, a preset name or a YAML path.
+    ``precision``: the forward passes' arithmetic, as ``generate --precision`` (:data:`datagen.options.PRECISIONS`).
     """
+    if precision not in PRECISIONS:
+        raise UsageError(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}", param="precision")
     recipe = load_recipe(recipe_path)
     if layout is not None:
         recipe = recipe.with_layout(layout)
     gen = generator if generator is not None else load_recipe_model(recipe, device, trust_pickles=trust_pickles)
-    setup = assemble(recipe, gen, seed)  # the checks of datagen generate: recipe, model, library, layout
+    setup = replace(assemble(recipe, gen, seed), precision=precision)  # generate's checks: recipe, model, library, layout
     canvas = Canvas.from_setup(setup, size=size, layout_scale=layout_scale, margin=margin)
     return canvas, recipe
 
@@ -527,13 +532,14 @@ def render_canvas(
     device: str | None = None,
     generator: Generator | None = None,
     trust_pickles: bool = False,
+    precision: Precision = "auto",
     **write_options: Any,
 ) -> CanvasReport:
     """Recipe -> whole-slide canvas on disk (the ``datagen canvas`` command)."""
     hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     canvas, recipe = canvas_from_recipe(recipe_path, size=hw, seed=seed, device=device, layout=layout,
                                         layout_scale=layout_scale, margin=margin, generator=generator,
-                                        trust_pickles=trust_pickles)
+                                        trust_pickles=trust_pickles, precision=precision)
     classes = [{"id": c.id, "name": c.name, "color": c.color} for c in recipe.classes]
     attrs = {"recipe": recipe.file.read_text(), "recipe_file": str(recipe.file), "model": recipe.model_spec}
     if canvas.ignore_index is not None:  # keep regions, and with mask: rendered unsure pixels and boundary strips

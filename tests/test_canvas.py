@@ -260,6 +260,19 @@ def test_layout_override_and_cells_mask(assets, tmp_path):
     assert (cells == mask).mean() > 0.9
 
 
+def test_bf16_precision_is_close_and_described(assets):
+    """canvas --precision bf16: the same canvas within bfloat16 rounding, said in its description
+    (the sidecar's canvas settings); float32 stays the default and is not mentioned."""
+    d, recipe = assets
+    a, _ = canvas_from_recipe(recipe, size=(256, 256), seed=3, device="cpu")
+    b, _ = canvas_from_recipe(recipe, size=(256, 256), seed=3, device="cpu", precision="bf16")
+    ia, ib = a.render_tile(0, 128, 0, 128).astype(int), b.render_tile(0, 128, 0, 128).astype(int)
+    assert 0 < np.abs(ia - ib).max() and np.abs(ia - ib).mean() < 4
+    assert b.describe()["precision"] == "bf16" and "precision" not in a.describe()
+    with pytest.raises(Exception, match="bf16"):
+        canvas_from_recipe(recipe, size=(256, 256), seed=3, device="cpu", precision="half")
+
+
 def test_errors(assets, tmp_path):
     d, recipe = assets
     with pytest.raises(Exception, match="multiple"):

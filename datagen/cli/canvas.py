@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from ..options import COMPRESSIONS, DEFAULT_TIFF_TILE, DEFAULT_TILE, TIFF_LAYOUTS
-from .app import add_command, add_device, add_quiet, add_trust_pickles
+from .app import add_command, add_device, add_precision, add_quiet, add_trust_pickles
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -46,7 +46,7 @@ def cmd_canvas(a: argparse.Namespace) -> int:
         layout=a.layout, layout_scale=a.layout_scale, device=a.device, tiff_tile=a.tiff_tile,
         compression=a.compression, jpeg_quality=a.jpeg_quality, mpp=a.mpp, tiff_layout=a.tiff_layout,
         overwrite=a.overwrite,
-        progress=not a.quiet, trust_pickles=a.trust_pickles,
+        progress=not a.quiet, trust_pickles=a.trust_pickles, precision=a.precision,
     )
     if a.quiet:
         return 0
@@ -93,6 +93,7 @@ def add_canvas_command(subparsers: Any) -> argparse.ArgumentParser:
                    "OME/NGFF physical size (default: the model's training scale when its checkpoint records it, "
                    "builtin:tissue-small 0.5 = ~20x; 0: write none)")
     add_device(c)
+    add_precision(c)
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_quiet(c)
     add_trust_pickles(c)

@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from ..errors import DatagenError, flag_name
-from ..options import FORMATS, PRECISIONS, VERIFY_LEVELS
-from .app import add_command, add_device, add_quiet, add_trust_pickles, positive_int, sample_count
+from ..options import FORMATS, VERIFY_LEVELS
+from .app import add_command, add_device, add_precision, add_quiet, add_trust_pickles, positive_int, sample_count
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
@@ -102,10 +102,7 @@ def add_generate_commands(sub: Any) -> None:
                         "and hashes every sample, 'none' trusts the manifest")
     g.add_argument("--instances", action="store_true", help="also store an instance map per sample (uint32, one id "
                    "per connected region of one class; see docs/formats.md)")
-    g.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="arithmetic of the forward passes: auto (float16 on CUDA, float32 on a CPU), fp32, fp16 "
-                        "(CUDA), bf16 (bfloat16 on either; 1.13x faster on the demo on a 2-core AVX512-BF16 CPU, "
-                        "pixels move by 0.5 levels on average); recorded in the dataset")
+    add_precision(g)
     g.add_argument("--shard-index", type=int, default=0, help="this run's index K (0-based) of --num-shards")
     g.add_argument("--num-shards", type=int, default=1,
                    help="split the blocks over M runs (machines or jobs; see docs/scale-out.md)")
