@@ -165,3 +165,14 @@ def test_fp32_precision_has_no_bfloat16(tmp_path, tissue_png):  # noqa: F811
     finally:
         handle.remove()
     assert seen == {torch.float32}
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_says_so(tmp_path, tissue_png, monkeypatch, capsys):  # noqa: F811
+    import datagen.train.loop as loop
+
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    train(_cfg(tissue_png, steps=1, precision="bf16"), tmp_path / "run", progress=False)
+    assert "emulated" in capsys.readouterr().out
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    train(_cfg(tissue_png, steps=1, precision="bf16"), tmp_path / "run2", progress=False)
+    assert "emulated" not in capsys.readouterr().out

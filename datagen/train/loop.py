@@ -105,6 +105,17 @@ def autocast(device: str | torch.device, precision: str) -> Callable[[], Abstrac
     return contextlib.nullcontext
 
 
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16; Linux's /proc/cpuinfo),
+    None when unknown. Without it oneDNN emulates bfloat16, which can be slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return None
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) if flags else None
+
+
 def as_float(logits: Any) -> Any:
     """Discriminator output (one tensor, or one per head) in float32, so the losses are."""
     return [x.float() for x in logits] if isinstance(logits, (list, tuple)) else logits.float()
@@ -283,6 +294,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         aug_gen.set_state(st["aug_gen"]); noise_gen.set_state(st["noise_gen"])
 
     amp = autocast(device, cfg.precision)  # R1 and everything after the forward passes stay float32
+    if cfg.precision == "bf16" and torch.device(device).type == "cpu" and cpu_has_native_bf16() is False:
+        print("precision: bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 is emulated and may be slower "
+              "than fp32 (benchmarks/bench_precision.py --parts train measures it)")
     size = (cfg.crop, cfg.crop)
     fixed = torch.Generator().manual_seed(12345)
     fixed_noise = torch.randn((16, G.config.noise_channels, 2 * cfg.crop, 2 * cfg.crop), generator=fixed)
