@@ -1,7 +1,7 @@
 """bfloat16 against float32, side by side: a ``datagen train`` step and ``datagen generate`` rendering.
 
 ``--parts train``: one step as the training loop takes it (datagen/train/loop.py): a D step on
-real and generated crops, then a G step through D, with the loop's own autocast factory and
+real and generated crops, then a G step through D, with the loop's autocast (``datagen.render.autocast_for``) and
 float32 losses, Adam updates included. The generator is the architecture ``datagen train``
 builds by default with random weights; the discriminator is the config's (the projected one:
 frozen EfficientNet-Lite1 and four heads). Real crops are random pixels: the speed of a step
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from functools import partial
 
 import _common as C
 
@@ -64,7 +65,8 @@ def train_part(a: argparse.Namespace, device: str) -> dict:
 
     from datagen.train import TrainConfig
     from datagen.train.losses import GAN_LOSSES
-    from datagen.train.loop import as_float, autocast, build_discriminator, build_generator, discriminator_optimizer
+    from datagen.render import autocast_for
+    from datagen.train.loop import as_float, build_discriminator, build_generator, discriminator_optimizer
 
     arch = C.TINY if a.quick else C.REALISTIC
     cfg = TrainConfig.model_validate({
@@ -84,7 +86,7 @@ def train_part(a: argparse.Namespace, device: str) -> dict:
     c = torch.randn((a.batch, arch["cond_dim"]), generator=gen, device=device)
 
     def step(precision: str) -> None:
-        amp = autocast(device, precision)
+        amp = partial(autocast_for, torch.device(device), precision)  # as the training loop makes it
         with torch.no_grad(), amp():
             fake = G(z, c).float()
         D.requires_grad_(True)

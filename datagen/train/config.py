@@ -89,8 +89,9 @@ class TrainConfig(BaseModel):
     projected: ProjectedSection = Field(default_factory=ProjectedSection)
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16: the G and D forward passes run under bfloat16 autocast (weights, optimiser state, EMA,
-    losses and R1 stay float32). About 1.3x faster per step on a CPU with AVX512-BF16 or AMX
-    (benchmarks/bench_precision.py --parts train); on CUDA it needs an Ampere or newer card."""
+    losses and R1 stay float32). On a 2-core AVX512-BF16 CPU a step was 2.1x faster at 256-px crops,
+    batch 16, and 1.1-1.3x at 128 px, batch 8 (benchmarks/bench_precision.py --parts train); on
+    CUDA it needs an Ampere or newer card."""
     max_minutes: float | None = Field(None, gt=0)
     """Stop (with a checkpoint) after this many minutes of this invocation, even before ``steps``."""
 

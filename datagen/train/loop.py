@@ -14,13 +14,11 @@ point resumes from the last complete checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from ..models.checkpoint import save_generator
 from ..models.discriminator import Discriminator
 from ..models.registry import resolve_device
 from ..models.unet import DigipathUNet, UNetConfig
+from ..render import autocast_for
 from .augment import diff_augment, dihedral
 from .config import TrainConfig
 from .data import CropSampler
@@ -96,15 +95,6 @@ def param_groups(module: torch.nn.Module, lr: float, equalized: bool) -> list[di
     return groups
 
 
-@torch.no_grad()
-def autocast(device: str | torch.device, precision: str) -> Callable[[], AbstractContextManager[Any]]:
-    """A factory of the forward passes' autocast context: bfloat16 for ``precision: bf16``, else none."""
-    if precision == "bf16":
-        dev_type = torch.device(device).type
-        return lambda: torch.autocast(dev_type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def cpu_has_native_bf16() -> bool | None:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16; Linux's /proc/cpuinfo),
     None when unknown. Without it oneDNN emulates bfloat16, which can be slower than float32."""
@@ -121,6 +111,7 @@ def as_float(logits: Any) -> Any:
     return [x.float() for x in logits] if isinstance(logits, (list, tuple)) else logits.float()
 
 
+@torch.no_grad()
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
     for pe, p in zip(ema.parameters(), model.parameters()):
         pe.lerp_(p.detach(), 1.0 - beta)
@@ -293,7 +284,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         _truncate_log(out / "log.jsonl", step)
         aug_gen.set_state(st["aug_gen"]); noise_gen.set_state(st["noise_gen"])
 
-    amp = autocast(device, cfg.precision)  # R1 and everything after the forward passes stay float32
+    # the forward passes' context (bfloat16 autocast for precision: bf16, else none); R1 and the losses stay float32
+    amp = partial(autocast_for, torch.device(device), cfg.precision)
     if cfg.precision == "bf16" and torch.device(device).type == "cpu" and cpu_has_native_bf16() is False:
         print("precision: bf16 on a CPU without AVX512-BF16 or AMX: bfloat16 is emulated and may be slower "
               "than fp32 (benchmarks/bench_precision.py --parts train measures it)")
