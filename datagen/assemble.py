@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, UsageError
+from .options import PRECISIONS
 from .render import MaskMode, PaintClass, Precision, Renderer, UnitOp, check_paint_options
 
 if TYPE_CHECKING:  # type only: keeps this module free of the recipe's imports
@@ -126,10 +127,13 @@ def resolve_unit_tops(recipe: Recipe, generator: Generator, classes: tuple[Paint
     return tuple(out)
 
 
-def assemble(recipe: Recipe, generator: Generator, seed: int) -> PaintSetup:
-    """Resolve and check ``recipe`` against ``generator`` and its vector library for ``seed``."""
+def assemble(recipe: Recipe, generator: Generator, seed: int, precision: Precision = "auto") -> PaintSetup:
+    """Resolve and check ``recipe`` against ``generator`` and its vector library for ``seed``;
+    ``precision``: the forward passes' arithmetic (:data:`datagen.options.PRECISIONS`)."""
     if seed < 0:
         raise UsageError(f"must be non-negative, got {seed}", param="seed")
+    if precision not in PRECISIONS:
+        raise UsageError(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}", param="precision")
     if recipe.layout is None:
         raise ConfigError("required field is missing: a layout mapping ({kind: voronoi, ...}) or a preset name "
                           "(see layouts/)", file=recipe.file, field="layout")
@@ -148,7 +152,7 @@ def assemble(recipe: Recipe, generator: Generator, seed: int) -> PaintSetup:
         generator=generator, classes=classes, layout=recipe.parsed_layout(), size=size, seed=int(seed),
         layer=layer, layer_size=generator.layer_size(layer, size), channels=generator.layer(layer).channels,
         soft_boundary=float(paint.soft_boundary), mask_mode=paint.mask, ignore_index=recipe.ignore_index,
-        min_confidence=float(paint.min_confidence), boundary_ignore=int(paint.boundary_ignore),
+        min_confidence=float(paint.min_confidence), boundary_ignore=int(paint.boundary_ignore), precision=precision,
     )
 
 

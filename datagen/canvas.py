@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
@@ -80,7 +80,7 @@ from .generate import load_recipe_model
 from .layouts import scale_layout_for_canvas, warn_few_regions
 from .masks import RenderedMaskModel, feature_layers, ignore_boundaries, ignore_keep, rendered_masks
 from .models.generator import DigipathGenerator, Generator
-from .options import DEFAULT_TIFF_TILE, DEFAULT_TILE, PRECISIONS
+from .options import DEFAULT_TIFF_TILE, DEFAULT_TILE
 from .paint import KEEP, boundary_alpha, grid_cells
 from .recipe import Recipe, load_recipe
 from .render import (
@@ -471,13 +471,11 @@ def canvas_from_recipe(
     ``layout`` replaces the recipe's layout: a mapping, a preset name or a YAML path.
     ``precision``: the forward passes' arithmetic, as ``generate --precision`` (:data:`datagen.options.PRECISIONS`).
     """
-    if precision not in PRECISIONS:
-        raise UsageError(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}", param="precision")
     recipe = load_recipe(recipe_path)
     if layout is not None:
         recipe = recipe.with_layout(layout)
     gen = generator if generator is not None else load_recipe_model(recipe, device, trust_pickles=trust_pickles)
-    setup = replace(assemble(recipe, gen, seed), precision=precision)  # generate's checks: recipe, model, library, layout
+    setup = assemble(recipe, gen, seed, precision)  # the checks of datagen generate: recipe, model, library, layout
     canvas = Canvas.from_setup(setup, size=size, layout_scale=layout_scale, margin=margin)
     return canvas, recipe
 

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from .augment import apply_augment
 from .errors import ConfigError, DatagenError, UsageError, arg, message_of
 from .models.generator import Generator
 from .models.registry import load_generator
-from .options import FORMATS, PRECISIONS, VERIFY_LEVELS
+from .options import FORMATS, VERIFY_LEVELS
 from .recipe import Recipe, load_recipe
 from .render import Renderer
 from .plan import Precision, unit_edits_record
@@ -80,7 +80,7 @@ class GenerateReport:
 def build_renderer(recipe: Recipe, generator: Generator, seed: int, precision: Precision = "auto") -> Renderer:
     """The renderer of ``recipe`` for ``seed``, checked against the model and library (:func:`datagen.assemble.assemble`);
     ``precision``: see :data:`datagen.options.PRECISIONS`."""
-    return Renderer.from_setup(replace(assemble(recipe, generator, seed), precision=precision))
+    return Renderer.from_setup(assemble(recipe, generator, seed, precision))
 
 
 #: Most samples one dataset may hold (a sanity bound on --num; split bigger jobs into several datasets).
@@ -139,8 +139,6 @@ def prepare(recipe_path: str | os.PathLike, *, num: int, seed: int = 0, device: 
                          f"split bigger jobs into several datasets (different {arg('seed')})", param="num")
     if seed < 0:
         raise UsageError(f"must be non-negative, got {seed}", param="seed")
-    if precision not in PRECISIONS:
-        raise UsageError(f"must be one of {', '.join(PRECISIONS)}, got {precision!r}", param="precision")
     recipe = load_recipe(recipe_path)
     gen = generator if generator is not None else load_recipe_model(recipe, device, trust_pickles=trust_pickles)
     renderer = build_renderer(recipe, gen, seed, precision)

@@ -19,7 +19,6 @@ import torch
 from scipy import ndimage
 
 from .masks import feature_layers
-from .options import PRECISIONS  # noqa: F401  (the values of Precision, re-exported)
 from .models.generator import Generator
 from .models.hooks import Edit
 from .paint import UNIT_MODES, KEEP, UnitMode, edit_units, grid_cells, resize_region
