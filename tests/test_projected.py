@@ -176,3 +176,76 @@ def test_bf16_on_a_cpu_without_native_bfloat16_says_so(tmp_path, tissue_png, mon
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
     train(_cfg(tissue_png, steps=1, precision="bf16"), tmp_path / "run2", progress=False)
     assert "emulated" not in capsys.readouterr().out
+
+
+def test_conditional_heads_start_at_zero_and_read_the_vector(proj_d):
+    """Projection conditioning: a fresh conditional D scores exactly like the unconditional one with
+    the same head weights (zero embeddings), and once the embeddings move, the vector changes the logits."""
+    torch.manual_seed(0)
+    cfg = proj_d.model_copy(update={"projected": proj_d.projected.model_copy(update={"conditional": True})})
+    D = build_discriminator(cfg, cond_dim=12)
+    U = build_discriminator(proj_d)
+    missing, unexpected = D.load_state_dict(U.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == sorted([f"heads.{i}.embed.weight" for i in range(4)] + ["cond_mean", "cond_std"])
+    bank = torch.randn(64, 12) * 3 + 1
+    D.set_condition_stats(bank)
+    D.eval(); U.eval()
+    x, c = torch.randn(2, 3, 64, 64), bank[:2]
+    with torch.no_grad():
+        for u, v in zip(U(x), D(x, c)):
+            torch.testing.assert_close(u, v)
+        with pytest.raises(ValueError, match="conditional"):
+            D(x)
+        for h in D.heads:
+            h.embed.weight.normal_()
+        a, b = D(x, c), D(x, c.flip(0))
+    assert all(not torch.allclose(u, v) for u, v in zip(a, b))
+    out = D(x, c)
+    g_hinge_loss(out).backward()
+    assert all(h.embed.weight.grad is not None and h.embed.weight.grad.abs().sum() > 0 for h in D.heads)
+    assert "cond_mean" in D.state_dict() and torch.allclose(D.cond_mean, bank.mean(0))
+
+
+def test_conditional_needs_a_feature_extractor():
+    with pytest.raises(ConfigError, match="projected.conditional"):
+        TrainConfig.model_validate({"data": [{"path": "x.png"}], "discriminator": "projected", "crop": 64,
+                                    "feature_extractor": "none", "projected": {"conditional": True}}).check()
+
+
+def test_conditional_resume_from_an_unconditional_snapshot(tmp_path, tissue_png, capsys):  # noqa: F811
+    """The committed snapshot's D is unconditional: switching projected.conditional on resumes its heads
+    (the embeddings start at zero, Adam's D moments restart) and trains on."""
+    out = tmp_path / "run"
+    train(_cfg(tissue_png, steps=2, discriminator="projected"), out, progress=False)
+    heads = torch.load(out / "train_state.pt", weights_only=False)["D"]
+    capsys.readouterr()
+    train(_cfg(tissue_png, steps=4, discriminator="projected", projected={"conditional": True}, log_every=1), out,
+          resume=True, progress=False)
+    assert "conditional embeddings start at zero" in capsys.readouterr().out
+    st = torch.load(out / "train_state.pt", weights_only=False)
+    assert st["step"] == 4 and {k for k in st["D"] if "embed" in k} and "cond_std" in st["D"]
+    assert any(st["D"][k].abs().sum() > 0 for k in st["D"] if k.endswith("embed.weight"))  # they learned
+    assert any(not torch.equal(heads[k], st["D"][k]) for k in heads)
+    log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor([r["d"], r["g"]])).all() for r in log)
+    # resuming the conditional snapshot is silent about it
+    train(_cfg(tissue_png, steps=5, discriminator="projected", projected={"conditional": True}), out,
+          resume=True, progress=False)
+    assert "start at zero" not in capsys.readouterr().out
+
+
+def test_feature_bank_records_its_crop_and_is_recomputed_for_another(tmp_path, tissue_png, capsys):  # noqa: F811
+    """A conditioning bank computed at one crop size is not reused at another: pooled features depend
+    on the crop's extent (a legacy bank, a bare tensor, is recomputed too)."""
+    out = tmp_path / "run"
+    train(_cfg(tissue_png, steps=1), out, progress=False)
+    saved = torch.load(out / "feature_bank.pt", weights_only=True)
+    crop = _cfg(tissue_png, steps=1).crop
+    assert saved["crop"] == crop and saved["features"].ndim == 2
+    torch.save(saved["features"], out / "feature_bank.pt")  # as older runs wrote it
+    capsys.readouterr()
+    train(_cfg(tissue_png, steps=2), out, resume=True, progress=False)
+    assert "unrecorded size" in capsys.readouterr().out
+    assert torch.load(out / "feature_bank.pt", weights_only=True)["crop"] == crop
+    train(_cfg(tissue_png, steps=3), out, resume=True, progress=False)
+    assert "recomputing" not in capsys.readouterr().out

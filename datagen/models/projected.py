@@ -11,6 +11,14 @@ target) read at four scales (strides 4, 8, 16, 32). Its features are projected b
 both random and fixed: they are regenerated from ``seed`` and never trained. One small
 spectrally normalised head per scale outputs a map of patch logits.
 
+With ``cond_dim > 0`` the heads are also *conditional*, by projection (Miyato & Koyama
+2018, as in IC-GAN): each patch logit gains ``<embed(c), h> / sqrt(width)``, where ``h`` is
+the head's last hidden map and ``c`` the image's conditioning vector (a real crop's own
+feature vector, a fake's input vector), standardised by the feature bank's statistics.
+An unconditional D only asks whether an image looks real, so the generator may ignore its
+vector and drop modes (glass) freely; a conditional D also asks whether the image matches
+its vector. The embeddings start at zero, so a resumed unconditional D begins unchanged.
+
 Only the heads are trainable. The frozen network is held outside the module tree,
 so it is in neither ``parameters()`` (the optimiser) nor ``state_dict()`` (the
 snapshot); it still follows ``.to(device)`` and stays in eval mode. Gradients flow
@@ -131,8 +139,9 @@ class RandomProjection(nn.Module):
 class PatchHead(nn.Module):
     """Spectrally normalised conv head: ``downs`` stride-2 convs, then a patch-logit map."""
 
-    def __init__(self, cin: int, width: int, downs: int) -> None:
+    def __init__(self, cin: int, width: int, downs: int, cond_dim: int = 0) -> None:
         super().__init__()
+        self.width = width
         layers: list[nn.Module] = []
         c = cin
         for _ in range(downs):
@@ -141,9 +150,19 @@ class PatchHead(nn.Module):
         layers += [spectral_norm(nn.Conv2d(c, width, 3, padding=1)), nn.LeakyReLU(0.2),
                    spectral_norm(nn.Conv2d(width, 1, 1))]
         self.net = nn.Sequential(*layers)
+        self.embed: nn.Linear | None = None
+        if cond_dim > 0:
+            self.embed = nn.Linear(cond_dim, width, bias=False)
+            nn.init.zeros_(self.embed.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(1)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is None:
+            return self.net(x).flatten(1)
+        if cond is None:
+            raise ValueError("this discriminator is conditional: pass cond of shape (N, cond_dim)")
+        h = self.net[:-1](x)
+        e = self.embed(cond.to(h.dtype))[:, :, None, None]
+        return (self.net[-1](h) + (h * e).sum(1, keepdim=True) / math.sqrt(self.width)).flatten(1)
 
 
 class ProjectedDiscriminator(nn.Module):
@@ -152,20 +171,33 @@ class ProjectedDiscriminator(nn.Module):
     ``input_size``: resize images to this many pixels (square) before the frozen
     network (None: as they come; small crops then give few patches at stride 32).
     ``backbone_net`` injects a ready network (tests); otherwise ``backbone`` is loaded.
+    ``cond_dim > 0``: conditional heads (see the module docstring); set the standardisation
+    with :meth:`set_condition_stats` before training (it is saved with the weights).
     """
 
     kind = "projected"
 
     def __init__(self, backbone: str = "efficientnet-lite1", proj_channels: int = 64, head_channels: int = 64,
-                 input_size: int | None = None, seed: int = 0, backbone_net: nn.Module | None = None) -> None:
+                 input_size: int | None = None, seed: int = 0, backbone_net: nn.Module | None = None,
+                 cond_dim: int = 0) -> None:
         super().__init__()
         feats = MultiScaleFeatures(backbone_net if backbone_net is not None else _load_efficientnet(backbone))
         # outside the module tree: not in parameters(), state_dict(), or an optimiser
         object.__setattr__(self, "_features", feats)
         outs = [proj_channels * 2 ** i for i in range(len(feats.channels))]
         self.project = RandomProjection(feats.channels, outs, seed)
-        self.heads = nn.ModuleList(PatchHead(c, head_channels, max(0, 2 - i)) for i, c in enumerate(outs))
+        self.heads = nn.ModuleList(PatchHead(c, head_channels, max(0, 2 - i), cond_dim) for i, c in enumerate(outs))
         self.input_size = input_size
+        self.cond_dim = cond_dim
+        if cond_dim > 0:
+            self.register_buffer("cond_mean", torch.zeros(cond_dim))
+            self.register_buffer("cond_std", torch.ones(cond_dim))
+
+    @torch.no_grad()
+    def set_condition_stats(self, bank: torch.Tensor) -> None:
+        """Standardise conditioning vectors by the feature bank's per-dimension mean and std."""
+        self.cond_mean.copy_(bank.mean(0))
+        self.cond_std.copy_(bank.std(0).clamp_min(1e-6))
 
     @property
     def features(self) -> MultiScaleFeatures:
@@ -177,11 +209,15 @@ class ProjectedDiscriminator(nn.Module):
         self._features._apply(fn, recurse)  # .to(device) / .half() reach the frozen net too
         return self
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, images: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
         if self.input_size and images.shape[-2:] != (self.input_size, self.input_size):
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         feats = self.project(self._features(images))
-        return [head(f) for head, f in zip(self.heads, feats)]
+        if self.cond_dim > 0:
+            if cond is None:
+                raise ValueError("this discriminator is conditional: pass cond of shape (N, cond_dim)")
+            cond = (cond.to(self.cond_mean.device) - self.cond_mean) / self.cond_std
+        return [head(f, cond) for head, f in zip(self.heads, feats)]
 
 
 __all__ = ["ProjectedDiscriminator", "MultiScaleFeatures", "RandomProjection", "BACKBONES"]

@@ -49,6 +49,11 @@ class ProjectedSection(BaseModel):
     """Adam lr of the heads (one lr for all: spectral norm, not equalised lr, sets their scale)."""
     seed: int = Field(0, ge=0)
     """Seed of the fixed random cross-channel / cross-scale mixing."""
+    conditional: bool = False
+    """Heads also judge whether an image matches its conditioning vector (projection: a real
+    crop is paired with its own feature vector, a fake with the vector it was generated from),
+    so the generator must follow its vector instead of drawing whatever fools an unconditional
+    D. Needs ``feature_extractor``. Resuming an unconditional D starts the new embeddings at zero."""
 
 
 class TrainConfig(BaseModel):
@@ -105,6 +110,11 @@ class TrainConfig(BaseModel):
             from ..errors import ConfigError
 
             raise ConfigError(f"the projected discriminator reads features down to stride 32: crop (or projected.input_size) must be >= 32, got {self.crop}", field="crop")
+        if self.discriminator == "projected" and self.projected.conditional and self.feature_extractor == "none":
+            from ..errors import ConfigError
+
+            raise ConfigError("a conditional discriminator needs conditioning vectors: set feature_extractor "
+                              "(efficientnet-lite0) or projected.conditional: false", field="projected.conditional")
 
 
 def load_train_config(path: str | os.PathLike, **overrides: object) -> TrainConfig:

@@ -53,17 +53,19 @@ def build_generator(cfg: TrainConfig, cond_dim: int) -> DigipathUNet:
     return DigipathUNet(ucfg)
 
 
-def build_discriminator(cfg: TrainConfig) -> torch.nn.Module:
+def build_discriminator(cfg: TrainConfig, cond_dim: int = 0) -> torch.nn.Module:
     """The discriminator the config asks for (``discriminator: resnet | projected``).
 
     Its ``parameters()`` and ``state_dict()`` are the trainable weights only: the projected
-    discriminator keeps its frozen pretrained network outside both.
+    discriminator keeps its frozen pretrained network outside both. ``cond_dim`` is used
+    by a conditional projected D (``projected.conditional``).
     """
     if cfg.discriminator == "projected":
         from ..models.projected import ProjectedDiscriminator
 
         p = cfg.projected
-        return ProjectedDiscriminator(p.backbone, p.proj_channels, p.head_channels, p.input_size, p.seed)
+        return ProjectedDiscriminator(p.backbone, p.proj_channels, p.head_channels, p.input_size, p.seed,
+                                      cond_dim=cond_dim if p.conditional else 0)
     return Discriminator(tuple(cfg.model.disc_channels))
 
 
@@ -115,6 +117,26 @@ def as_float(logits: Any) -> Any:
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
     for pe, p in zip(ema.parameters(), model.parameters()):
         pe.lerp_(p.detach(), 1.0 - beta)
+
+
+def load_or_compute_feature_bank(path: Path, extractor: FeatureExtractor, sampler: CropSampler, n: int,
+                                 device: str) -> torch.Tensor:
+    """The run's conditioning library: ``n`` real crops' feature vectors, computed once per run
+    and kept at ``path`` with the crop size they were computed at.
+
+    A bank of another crop size (or an older one that did not record it) is recomputed: pooled
+    features depend on the crop's extent, and a generator trained at 256 px but conditioned on
+    96-px crops' vectors is asked for images whose features no 256-px crop has.
+    """
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        if isinstance(saved, dict) and saved.get("crop") == sampler.crop:
+            return saved["features"]
+        was = f"{saved['crop']}-px crops" if isinstance(saved, dict) else "crops of an unrecorded size"
+        print(f"{path}: computed from {was}; recomputing it from {sampler.crop}-px crops (the training crop)")
+    bank, _ = compute_feature_bank(extractor, sampler, n, device)
+    _atomic_torch_save({"features": bank, "crop": sampler.crop}, path)
+    return bank
 
 
 @torch.no_grad()
@@ -242,16 +264,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     cond_dim = 0
     if cfg.feature_extractor != "none":
         extractor = EfficientNetLite0().to(device)
-        bank_path = out / "feature_bank.pt"
-        if bank_path.exists():
-            bank = torch.load(bank_path, weights_only=True)
-        else:
-            bank, _ = compute_feature_bank(extractor, sampler, cfg.cond_bank, device)
-            _atomic_torch_save(bank, bank_path)
+        bank = load_or_compute_feature_bank(out / "feature_bank.pt", extractor, sampler, cfg.cond_bank, device)
         cond_dim = bank.shape[1]
 
     G = build_generator(cfg, cond_dim).to(device)
-    D = build_discriminator(cfg).to(device)
+    D = build_discriminator(cfg, cond_dim).to(device)
+    d_conditional = getattr(D, "cond_dim", 0) > 0
+    if d_conditional:
+        D.set_condition_stats(bank.to(device))
     d_loss_fn, g_loss_fn = GAN_LOSSES[cfg.projected.loss if cfg.discriminator == "projected" else "nonsaturating"]
     r1_gamma = cfg.r1_gamma if cfg.discriminator == "resnet" else 0.0
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -265,14 +285,24 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"])
         d_kind = st.get("D_kind", "resnet")  # snapshots before the option held the resnet D
         same_d = d_kind == cfg.discriminator
+        d_fresh_keys: list[str] = []
         if same_d:
-            D.load_state_dict(st["D"])
+            missing, unexpected = D.load_state_dict(st["D"], strict=False)
+            d_fresh_keys = [k for k in missing if k.endswith("embed.weight") or k.startswith("cond_")]
+            if unexpected or set(missing) - set(d_fresh_keys):
+                D.load_state_dict(st["D"])  # a real mismatch: let torch name every key
+            if d_fresh_keys:
+                print(f"{state_path}: the snapshot's discriminator is unconditional; its heads resume and the "
+                      "conditional embeddings start at zero")
+                D.set_condition_stats(bank.to(device))  # type: ignore[union-attr]
+            elif d_conditional and "cond_mean" not in st["D"]:
+                D.set_condition_stats(bank.to(device))  # type: ignore[union-attr]
         else:
             print(f"{state_path}: the snapshot's discriminator is {d_kind!r} but the config asks for "
                   f"{cfg.discriminator!r}: G and G_ema resume, D STARTS FRESHLY INITIALISED")
         if "opt_g" in st and "opt_d" in st:
             opt_g.load_state_dict(st["opt_g"])
-            if same_d:
+            if same_d and not d_fresh_keys:
                 opt_d.load_state_dict(st["opt_d"])
         else:  # a compact snapshot (see compact_state): Adam's moments re-warm in a few steps
             print(f"{state_path}: no optimiser state; continuing with fresh Adam moments")
@@ -346,9 +376,16 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             with torch.no_grad(), amp():
                 fake = G(z, c).float()
             D.requires_grad_(True)
-            with amp():
-                logits_real = D(diff_augment(real, cfg.diffaugment, aug_gen))
-                logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen))
+            if d_conditional:  # a real crop is judged against its own feature vector
+                with torch.no_grad(), amp():
+                    c_real = extractor.pooled(resize_for_features(real)).float()  # type: ignore[union-attr]
+                with amp():
+                    logits_real = D(diff_augment(real, cfg.diffaugment, aug_gen), c_real)
+                    logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen), c)
+            else:
+                with amp():
+                    logits_real = D(diff_augment(real, cfg.diffaugment, aug_gen))
+                    logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen))
             loss_d = d_loss_fn(as_float(logits_real), as_float(logits_fake))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -365,7 +402,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             z, c = draw_inputs(cfg.batch)
             with amp():
                 fake = G(z, c).float()
-                logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen))
+                logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen), *([c] if d_conditional else []))
             loss_g = g_loss_fn(as_float(logits_fake))
             loss_total = loss_g
             if extractor is not None and c is not None and cfg.cond_weight > 0 and step % cfg.cond_every == 0:
