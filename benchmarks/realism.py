@@ -21,6 +21,14 @@ lower its FD while it stops drawing one kind of image, and glass is the backgrou
 recipes paint (a CPU continuation of the built-in model did exactly that; see
 training/tissue-small/README.md).
 
+``conditioning`` says whether the generator follows its conditioning vector, which is what
+the paper's design (and a library of real-image vectors) rests on. Each real crop of set A
+gives its own vector (the training loop's EfficientNet-Lite0 pooled features); the model draws
+one image from each, with the same noise as above. ``follow`` = L1(features of the image, its
+own vector) / L1(features, another crop's vector): 1.0 means the vector is ignored, lower is
+better. ``glass_r`` is the correlation of the glass share of each real crop with that of the
+image drawn from its vector: a model that follows its vectors draws glass where they ask.
+
 Real crops come from the training config's data through the training sampler
 (:class:`datagen.train.data.CropSampler`: area-weighted random positions, crops
 that are mostly glass or scanner border skipped, sources rescaled by their
@@ -98,9 +106,44 @@ def glass_coverage(images: torch.Tensor, heavy: float = GLASS_HEAVY) -> dict[str
     that stops drawing glass-heavy images moves its mean and covariance towards the mostly-tissue
     real crops); this says so directly. Glass matters beyond realism: it is the background class
     a recipe paints."""
-    u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    fr = np.array([background_fraction(im) for im in u8])
+    fr = _glass_shares(images)
     return {"mean_glass": float(fr.mean()), "glass_heavy_share": float((fr > heavy).mean())}
+
+
+@torch.no_grad()
+def conditioning_fidelity(gen: Generator, real: torch.Tensor, seed: int, batch: int) -> dict[str, float] | None:
+    """How closely the generator follows its conditioning vector (see the module docstring);
+    None for an unconditional generator."""
+    if not isinstance(gen, DigipathGenerator) or gen.conditioning is None:
+        return None
+    from datagen.features import EfficientNetLite0, resize_for_features
+    from datagen.seeding import sample_torch_generator
+
+    ex = EfficientNetLite0().to(gen.device).eval()
+    cond, feats, images = [], [], []
+    size = tuple(real.shape[-2:])
+    for i in range(0, len(real), batch):
+        r = real[i:i + batch].to(gen.device)
+        c = ex.pooled(resize_for_features(r))
+        inputs = gen.sample_inputs([sample_torch_generator(seed, j, "noise") for j in range(i, i + len(r))], size)
+        inputs["cond"] = c.cpu()
+        u8 = ((gen.forward(inputs).clamp(-1, 1) + 1) * 127.5).round()
+        img = u8.div(127.5).sub(1.0)  # quantised like the real crops
+        cond.append(c.cpu()); images.append(img.cpu())
+        feats.append(ex.pooled(resize_for_features(img)).cpu())
+    c, f, img = torch.cat(cond), torch.cat(feats), torch.cat(images)
+    own = float((f - c).abs().mean())
+    other = float((f - c.roll(1, 0)).abs().mean())
+    real_glass = _glass_shares(real)
+    gen_glass = _glass_shares(img)
+    r = float(np.corrcoef(real_glass, gen_glass)[0, 1]) if real_glass.std() > 0 and gen_glass.std() > 0 else float("nan")
+    return {"l1_own_vector": own, "l1_other_vector": other, "follow": own / other, "glass_r": r,
+            "mean_glass_real": float(real_glass.mean()), "mean_glass_generated": float(gen_glass.mean())}
+
+
+def _glass_shares(images: torch.Tensor) -> np.ndarray:
+    u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return np.array([background_fraction(im) for im in u8])
 
 
 def untrained_copy(gen: Generator, seed: int) -> Generator | None:
@@ -178,6 +221,9 @@ def run(args: argparse.Namespace) -> dict:
     nn_gen = float(np.median(nearest_neighbour_distances(f_g, f_a)))
     nn_real = float(np.median(nearest_neighbour_distances(f_b, f_a)))
     glass = {"real_a": glass_coverage(real_a), "generated": glass_coverage(fake), "heavy_above": GLASS_HEAVY}
+    t0 = time.perf_counter()
+    conditioning = None if args.quick else conditioning_fidelity(gen, real_a, args.seed, args.batch)
+    lap("conditioning", t0)
     relative = None
     if ceiling is not None and ceiling > floor:
         relative = (fd_gen - floor) / (ceiling - floor)
@@ -206,6 +252,7 @@ def run(args: argparse.Namespace) -> dict:
         "nn_generated_to_real": nn_gen,
         "nn_real_to_real": nn_real,
         "glass": glass,
+        "conditioning": conditioning,
         "reference_set": "real A; floor = real B vs real A (disjoint draws, pixels may overlap)",
         "real_sets": real_info,
         "quick": bool(args.quick),
@@ -238,6 +285,12 @@ def format_report(r: dict) -> str:
         f"  glass                  mean share: generated {f(g['generated']['mean_glass'])}, real "
         f"{f(g['real_a']['mean_glass'])}; images > {g['heavy_above']:.0%} glass: generated "
         f"{f(g['generated']['glass_heavy_share'])}, real {f(g['real_a']['glass_heavy_share'])}",
+    ]
+    c = r.get("conditioning")
+    if c:
+        lines.append(f"  conditioning           follow {f(c['follow'])} (L1 to own vector / to another's; 1 = ignored), "
+                     f"glass r {f(c['glass_r'])} (real crop's glass vs the image drawn from its vector)")
+    lines += [
         f"  wall time {r['wall_time_s']:.1f} s  " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_s"].items()),
     ]
     return "\n".join(lines)

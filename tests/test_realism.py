@@ -250,3 +250,47 @@ def test_realism_second_network_lite1():
     assert not torch.allclose(f0, f1)
     with pytest.raises(ValueError):
         realism_extractor(variant="efficientnet-lite9")
+
+
+def _realism_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("realism_bench", REPO / "benchmarks" / "realism.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_conditioning_fidelity_tells_a_generator_that_follows_its_vector_from_one_that_ignores_it():
+    """``follow`` is 0 for a generator that draws exactly the crop its vector came from (and then
+    glass_r is 1), and exactly 1 for one that draws the same image whatever the vector."""
+    from datagen.features import EfficientNetLite0, resize_for_features
+    from datagen.models import DigipathGenerator, DigipathUNet
+    from datagen.models.unet import UNetConfig
+
+    mod = _realism_module()
+    torch.manual_seed(0)
+    pink = torch.tensor([0.6, -0.4, 0.3]).view(1, 3, 1, 1)
+    real = (pink + 0.2 * torch.randn(6, 3, 64, 64)).clamp(-1, 1)
+    for k in range(3):  # three crops with glass, in different amounts
+        real[k, :, :, : 16 * (k + 1)] = 1.0
+    real = ((real + 1) * 127.5).round() / 127.5 - 1  # uint8-quantised, as real crops are
+    with torch.no_grad():
+        vectors = EfficientNetLite0().eval().pooled(resize_for_features(real))
+    module = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=vectors.shape[1], cond_channels=4))
+
+    class Oracle(DigipathGenerator):
+        def forward(self, inputs):  # the real crop whose vector is closest
+            return real[torch.cdist(inputs["cond"], vectors, p=1).argmin(1)]
+
+    class Ignores(DigipathGenerator):
+        def forward(self, inputs):
+            return real[:1].expand(len(inputs["cond"]), -1, -1, -1)
+
+    follows = mod.conditioning_fidelity(Oracle(module, vectors), real, seed=0, batch=4)
+    assert follows["follow"] == pytest.approx(0.0, abs=1e-3) and follows["glass_r"] == pytest.approx(1.0)
+    assert follows["mean_glass_generated"] == pytest.approx(follows["mean_glass_real"]) and follows["mean_glass_real"] > 0.1
+    ignores = mod.conditioning_fidelity(Ignores(module, vectors), real, seed=0, batch=4)
+    assert ignores["follow"] == pytest.approx(1.0, rel=1e-5)
+    unconditional = DigipathGenerator(DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4)))
+    assert mod.conditioning_fidelity(unconditional, real, seed=0, batch=4) is None
