@@ -224,7 +224,7 @@ def test_reader_raises_on_deleted_or_corrupted_data(tmp_path, fmt):
         try:
             ds[i]
         except DatagenError as exc:
-            assert f"(block 1)" in str(exc) and f"sample {i}" in str(exc)
+            assert "(block 1)" in str(exc) and f"sample {i}" in str(exc)
             bad += 1
     assert bad >= 1
     ds[0]  # undamaged blocks still read

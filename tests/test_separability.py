@@ -14,7 +14,6 @@ from datagen.recipe import load_recipe
 from datagen.vectors import VectorLibrary
 from datagen.vectors.separability import (
     ClassSeparabilityWarning,
-    InseparablePair,
     SeparabilityReport,
     check_recipe_separability,
     clear_cache,
