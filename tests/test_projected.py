@@ -249,3 +249,14 @@ def test_feature_bank_records_its_crop_and_is_recomputed_for_another(tmp_path, t
     assert torch.load(out / "feature_bank.pt", weights_only=True)["crop"] == crop
     train(_cfg(tissue_png, steps=3), out, resume=True, progress=False)
     assert "recomputing" not in capsys.readouterr().out
+
+
+def test_nearest_bank_vectors_pairs_real_crops_with_a_neighbour_in_standardised_units():
+    from datagen.train.loop import nearest_bank_vectors
+
+    bank = torch.tensor([[0.0, 0.0], [10.0, 1.0], [0.0, 3.0]])
+    feats = torch.tensor([[9.0, 0.9], [1.0, 2.0]])
+    assert torch.equal(nearest_bank_vectors(feats, bank, torch.ones(2)), bank[[1, 2]])
+    # with dimension 0 scaled down 100x, dimension 1 decides: [6, 0] is nearest [0, 0], not [10, 1]
+    assert torch.equal(nearest_bank_vectors(torch.tensor([[6.0, 0.0]]), bank, torch.tensor([100.0, 1.0])), bank[[0]])
+    assert torch.equal(nearest_bank_vectors(torch.tensor([[6.0, 0.0]]), bank, torch.ones(2)), bank[[1]])

@@ -13,8 +13,9 @@ spectrally normalised head per scale outputs a map of patch logits.
 
 With ``cond_dim > 0`` the heads are also *conditional*, by projection (Miyato & Koyama
 2018, as in IC-GAN): each patch logit gains ``<embed(c), h> / sqrt(width)``, where ``h`` is
-the head's last hidden map and ``c`` the image's conditioning vector (a real crop's own
-feature vector, a fake's input vector), standardised by the feature bank's statistics.
+the head's last hidden map and ``c`` the image's conditioning vector (for a real crop the
+nearest vector of the feature bank, for a fake the vector it was drawn from; see
+:func:`datagen.train.loop.nearest_bank_vectors`), standardised by the bank's statistics.
 An unconditional D only asks whether an image looks real, so the generator may ignore its
 vector and drop modes (glass) freely; a conditional D also asks whether the image matches
 its vector. The embeddings start at zero, so a resumed unconditional D begins unchanged.

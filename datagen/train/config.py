@@ -51,7 +51,7 @@ class ProjectedSection(BaseModel):
     """Seed of the fixed random cross-channel / cross-scale mixing."""
     conditional: bool = False
     """Heads also judge whether an image matches its conditioning vector (projection: a real
-    crop is paired with its own feature vector, a fake with the vector it was generated from),
+    crop is paired with its nearest feature-bank vector, a fake with the vector it was drawn from),
     so the generator must follow its vector instead of drawing whatever fools an unconditional
     D. Needs ``feature_extractor``. Resuming an unconditional D starts the new embeddings at zero."""
 

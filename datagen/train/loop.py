@@ -140,6 +140,20 @@ def load_or_compute_feature_bank(path: Path, extractor: FeatureExtractor, sample
 
 
 @torch.no_grad()
+def nearest_bank_vectors(features: torch.Tensor, bank: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Each row's nearest bank vector (Euclidean, per dimension divided by ``scale``): what a
+    conditional D pairs a real crop with.
+
+    Pairing a real crop with its *own* vector made D's task trivial (a real image matches its
+    vector exactly, a fake only roughly): in a CPU run D's loss fell from ~4 to ~1.7, G's rose
+    from ~5 to ~9 and the paint monitor fell from 0.38 to 0.26 in 350 steps. As in IC-GAN, real
+    and fake conditions then come from the same bank, and a real crop matches its vector only
+    as closely as a neighbour does, which is what G can achieve too.
+    """
+    return bank[torch.cdist(features / scale, bank / scale).argmin(1)]
+
+
+@torch.no_grad()
 def compute_feature_bank(extractor: FeatureExtractor, sampler: CropSampler, n: int, device: str, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of ``n`` random real crops (the conditioning library) and a few of the crops."""
     feats, keep = [], []
@@ -270,8 +284,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     G = build_generator(cfg, cond_dim).to(device)
     D = build_discriminator(cfg, cond_dim).to(device)
     d_conditional = getattr(D, "cond_dim", 0) > 0
+    bank_dev = bank.to(device) if bank is not None else None
     if d_conditional:
-        D.set_condition_stats(bank.to(device))
+        D.set_condition_stats(bank_dev)
     d_loss_fn, g_loss_fn = GAN_LOSSES[cfg.projected.loss if cfg.discriminator == "projected" else "nonsaturating"]
     r1_gamma = cfg.r1_gamma if cfg.discriminator == "resnet" else 0.0
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -376,9 +391,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             with torch.no_grad(), amp():
                 fake = G(z, c).float()
             D.requires_grad_(True)
-            if d_conditional:  # a real crop is judged against its own feature vector
+            if d_conditional:  # a real crop is judged with its nearest bank vector (see nearest_bank_vectors)
                 with torch.no_grad(), amp():
-                    c_real = extractor.pooled(resize_for_features(real)).float()  # type: ignore[union-attr]
+                    own = extractor.pooled(resize_for_features(real)).float()  # type: ignore[union-attr]
+                c_real = nearest_bank_vectors(own, bank_dev, D.cond_std)  # type: ignore[union-attr]
                 with amp():
                     logits_real = D(diff_augment(real, cfg.diffaugment, aug_gen), c_real)
                     logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen), c)
