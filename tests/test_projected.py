@@ -232,6 +232,11 @@ def test_conditional_resume_from_an_unconditional_snapshot(tmp_path, tissue_png,
     train(_cfg(tissue_png, steps=5, discriminator="projected", projected={"conditional": True}), out,
           resume=True, progress=False)
     assert "start at zero" not in capsys.readouterr().out
+    # and switching conditioning off again keeps the heads, drops the embeddings, says so
+    train(_cfg(tissue_png, steps=6, discriminator="projected"), out, resume=True, progress=False)
+    assert "embeddings are dropped" in capsys.readouterr().out
+    st = torch.load(out / "train_state.pt", weights_only=False)
+    assert st["step"] == 6 and not any("embed" in k or k.startswith("cond_") for k in st["D"])
 
 
 def test_feature_bank_records_its_crop_and_is_recomputed_for_another(tmp_path, tissue_png, capsys):  # noqa: F811

@@ -254,6 +254,29 @@ def compact_state(state_path: str | os.PathLike, out_path: str | os.PathLike, *,
     return out
 
 
+def _is_conditioning_key(key: str) -> bool:
+    return key.endswith("embed.weight") or key.startswith("cond_")
+
+
+def _resume_discriminator(D: torch.nn.Module, saved: dict[str, torch.Tensor], bank: torch.Tensor | None,
+                          state_path: Path) -> bool:
+    """Load a snapshot's D of the same kind, across a change of ``projected.conditional``: an
+    unconditional snapshot gives a conditional D its heads (embeddings start at zero), a
+    conditional one gives an unconditional D its heads (embeddings dropped). Returns whether
+    the snapshot's D optimiser state fits (the same parameters)."""
+    missing, unexpected = D.load_state_dict(saved, strict=False)
+    if any(not _is_conditioning_key(k) for k in [*missing, *unexpected]):
+        D.load_state_dict(saved)  # a real mismatch: let torch name every key
+    if missing:
+        print(f"{state_path}: the snapshot's discriminator is unconditional; its heads resume and the "
+              "conditional embeddings start at zero")
+        D.set_condition_stats(bank)  # type: ignore[operator]
+    if unexpected:
+        print(f"{state_path}: the snapshot's discriminator is conditional and the config's is not "
+              "(projected.conditional: false); its heads resume and its conditional embeddings are dropped")
+    return not missing and not unexpected
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True) -> Path:
     """Train (or continue training) a digipath UNet; returns the checkpoint directory."""
     out = Path(out)
@@ -300,24 +323,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"])
         d_kind = st.get("D_kind", "resnet")  # snapshots before the option held the resnet D
         same_d = d_kind == cfg.discriminator
-        d_fresh_keys: list[str] = []
-        if same_d:
-            missing, unexpected = D.load_state_dict(st["D"], strict=False)
-            d_fresh_keys = [k for k in missing if k.endswith("embed.weight") or k.startswith("cond_")]
-            if unexpected or set(missing) - set(d_fresh_keys):
-                D.load_state_dict(st["D"])  # a real mismatch: let torch name every key
-            if d_fresh_keys:
-                print(f"{state_path}: the snapshot's discriminator is unconditional; its heads resume and the "
-                      "conditional embeddings start at zero")
-                D.set_condition_stats(bank.to(device))  # type: ignore[union-attr]
-            elif d_conditional and "cond_mean" not in st["D"]:
-                D.set_condition_stats(bank.to(device))  # type: ignore[union-attr]
-        else:
+        d_opt_fits = same_d and _resume_discriminator(D, st["D"], bank_dev, state_path)
+        if not same_d:
             print(f"{state_path}: the snapshot's discriminator is {d_kind!r} but the config asks for "
                   f"{cfg.discriminator!r}: G and G_ema resume, D STARTS FRESHLY INITIALISED")
         if "opt_g" in st and "opt_d" in st:
             opt_g.load_state_dict(st["opt_g"])
-            if same_d and not d_fresh_keys:
+            if d_opt_fits:
                 opt_d.load_state_dict(st["opt_d"])
         else:  # a compact snapshot (see compact_state): Adam's moments re-warm in a few steps
             print(f"{state_path}: no optimiser state; continuing with fresh Adam moments")
