@@ -405,11 +405,18 @@ def test_parent_killed_or_interrupted_with_workers(layout_masks, tmp_path, monke
     deadline = time.time() + 300
     while not _done_blocks(out) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
+    # freeze parent and workers where they are, so a fast machine cannot finish the run between seeing
+    # the first block and the signal; the signal stays pending and is delivered when they continue
+    os.killpg(proc.pid, signal.SIGSTOP)
     workers = _workers_of(proc.pid)
     if sig == signal.SIGKILL:
         proc.kill()
     else:
         os.killpg(proc.pid, signal.SIGINT)
+    try:
+        os.killpg(proc.pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), err
     assert 0 < _done_blocks(out) < 16, "the run ended before it was stopped"
