@@ -159,9 +159,7 @@ class PatchHead(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is None:
             return self.net(x).flatten(1)
-        if cond is None:
-            raise ValueError("this discriminator is conditional: pass cond of shape (N, cond_dim)")
-        h = self.net[:-1](x)
+        h = self.net[:-1](x)  # cond is checked (and standardised) by ProjectedDiscriminator.forward
         e = self.embed(cond.to(h.dtype))[:, :, None, None]
         return (self.net[-1](h) + (h * e).sum(1, keepdim=True) / math.sqrt(self.width)).flatten(1)
 

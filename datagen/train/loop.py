@@ -258,10 +258,10 @@ def _is_conditioning_key(key: str) -> bool:
     return key.endswith("embed.weight") or key.startswith("cond_")
 
 
-def _resume_discriminator(D: torch.nn.Module, saved: dict[str, torch.Tensor], bank: torch.Tensor | None,
-                          state_path: Path) -> bool:
+def _resume_discriminator(D: torch.nn.Module, saved: dict[str, torch.Tensor], state_path: Path) -> bool:
     """Load a snapshot's D of the same kind, across a change of ``projected.conditional``: an
-    unconditional snapshot gives a conditional D its heads (embeddings start at zero), a
+    unconditional snapshot gives a conditional D its heads (embeddings stay at zero and the
+    bank statistics set at build time stay), a
     conditional one gives an unconditional D its heads (embeddings dropped). Returns whether
     the snapshot's D optimiser state fits (the same parameters)."""
     missing, unexpected = D.load_state_dict(saved, strict=False)
@@ -270,7 +270,6 @@ def _resume_discriminator(D: torch.nn.Module, saved: dict[str, torch.Tensor], ba
     if missing:
         print(f"{state_path}: the snapshot's discriminator is unconditional; its heads resume and the "
               "conditional embeddings start at zero")
-        D.set_condition_stats(bank)  # type: ignore[operator]
     if unexpected:
         print(f"{state_path}: the snapshot's discriminator is conditional and the config's is not "
               "(projected.conditional: false); its heads resume and its conditional embeddings are dropped")
@@ -323,7 +322,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"])
         d_kind = st.get("D_kind", "resnet")  # snapshots before the option held the resnet D
         same_d = d_kind == cfg.discriminator
-        d_opt_fits = same_d and _resume_discriminator(D, st["D"], bank_dev, state_path)
+        d_opt_fits = same_d and _resume_discriminator(D, st["D"], state_path)
         if not same_d:
             print(f"{state_path}: the snapshot's discriminator is {d_kind!r} but the config asks for "
                   f"{cfg.discriminator!r}: G and G_ema resume, D STARTS FRESHLY INITIALISED")
