@@ -109,7 +109,7 @@ def test_recipe_warning_names_both_classes(assets, monkeypatch):
     assert job.renderer is not None
 
     # cached per process: a second prepare() measures nothing but warns again
-    import datagen.vectors.separability as sep
+    import datagen.vectors.separability.check as sep
 
     calls = []
     monkeypatch.setattr(sep, "measure_separability", lambda *a, **k: calls.append(1))
