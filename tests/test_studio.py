@@ -28,7 +28,7 @@ pytest.importorskip("starlette", reason="pip install -e '.[studio]'")  # part of
 from starlette.testclient import TestClient  # noqa: E402
 
 from datagen.studio.app import bind_socket, create_app  # noqa: E402
-from datagen.studio.session import resolve_within  # noqa: E402
+from datagen.studio.wire import resolve_within  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # the tiny model: stride 8, painted at dec.x4 (16x16 cells of 4 px)

@@ -4,6 +4,8 @@ A local web app (Starlette + uvicorn, ``pip install -e '.[studio]'``): one stati
 (``static/``: HTML, vanilla JS, CSS; no build step) over a small JSON/PNG API
 (:mod:`datagen.studio.app`) over one session object that owns the recipe, the model and
 the vector libraries (:mod:`datagen.studio.session`; it does not import the web framework).
+Beside it, :mod:`datagen.studio.wire` (label maps in, PNGs out, paths checked, one-line
+errors) and :mod:`datagen.studio.export` (a painted map as a recipe YAML).
 See docs/studio.md.
 """
 

@@ -37,7 +37,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .session import MAX_UPLOAD, USER_ERRORS, PathEscapeError, Studio, encode_png, one_line
+from .session import Studio
+from .wire import MAX_UPLOAD, USER_ERRORS, PathEscapeError, encode_png, one_line
 
 STATIC = Path(__file__).with_name("static")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")

@@ -27,106 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from PIL import Image
 
 from ..errors import ConfigError, DatagenError
+from .export import painted_recipe_yaml
+from .wire import MAX_UPLOAD, USER_ERRORS, PathEscapeError, decode_label_map, encode_png, one_line, resolve_within  # noqa: F401 (re-exported)
 
 #: Display colours of the classes a library-only session makes from labels or clusters.
 PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94")
 ERASER_NAME = "unpainted"
-#: Largest label map, PNG or raw, the page may send (bytes).
-MAX_UPLOAD = 32 << 20
 #: Paint setups (library x soft boundary) kept ready; each may hold a fitted mask classifier.
 MAX_SETUPS = 6
 THUMB_MODES = ("full", "grid")
 #: Most thumbnails rendered in one model call (a page asks for a screenful at once).
 THUMB_BATCH = 16
-
-
-class PathEscapeError(DatagenError):
-    """A path sent by the page points outside the folder it must stay in."""
-
-
-def one_line(e: BaseException) -> str:
-    """An error's message as the CLI prints it after ``datagen COMMAND: error:`` (one line)."""
-    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    return " ".join(msg.splitlines())
-
-
-#: What a bad recipe, library or request raises; the CLI prints the same kinds as one line.
-USER_ERRORS = (DatagenError, ValueError, KeyError, FileNotFoundError, PermissionError)
-
-
-def resolve_within(root: Path, name: str, what: str) -> Path:
-    """``root / name`` resolved (symlinks followed); PathEscapeError unless it stays inside ``root``.
-
-    ``name`` must be relative: absolute paths, ``..`` that climbs out of ``root`` and links that
-    point elsewhere are refused."""
-    if not isinstance(name, str) or not name.strip() or "\x00" in name:
-        raise PathEscapeError(f"{what}: expected a non-empty relative path, got {name!r}")
-    p = Path(name)
-    if p.is_absolute() or p.drive or name.startswith(("/", "\\", "~")):
-        raise PathEscapeError(f"{what}: expected a path relative to {root}, got the absolute path {name!r}")
-    base = root.resolve()
-    full = (base / p).resolve()
-    if not full.is_relative_to(base):
-        raise PathEscapeError(f"{what}: {name!r} is outside {base}")
-    return full
-
-
-def encode_png(a: np.ndarray) -> bytes:
-    """A uint8 (H, W) or (H, W, 3) array as PNG bytes (fast compression: these are served live)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def decode_label_map(data: bytes, size: tuple[int, int], allowed: set[int]) -> np.ndarray:
-    """The page's label map: a PNG (grey, paletted, or RGB with equal channels: class ids) or the
-    raw H*W bytes; its size must be the recipe's and every value one of ``allowed``."""
-    h, w = size
-    if len(data) > MAX_UPLOAD:
-        raise DatagenError(f"label map: {len(data)} bytes is more than the {MAX_UPLOAD} a label map may have")
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                if im.size != (w, h):
-                    raise DatagenError(f"label map is {im.size[1]}x{im.size[0]} px; the recipe paints {h}x{w}")
-                im.load()
-                arr = np.asarray(im if im.mode in ("L", "P") else im.convert("RGB"))
-        except (OSError, ValueError) as e:
-            raise DatagenError(f"label map: cannot read the PNG: {e}") from None
-        if arr.ndim == 3:
-            if not ((arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all()):
-                raise DatagenError("label map: a colour PNG; expected class ids (grey values, or R = G = B)")
-            arr = arr[..., 0]
-    elif len(data) == h * w:
-        arr = np.frombuffer(data, dtype=np.uint8).reshape(h, w)
-    else:
-        raise DatagenError(f"label map: expected a PNG or {h}*{w} = {h * w} raw bytes (one class id per pixel), "
-                           f"got {len(data)} bytes")
-    arr = np.array(arr, dtype=np.uint8)
-    bad = sorted(set(np.unique(arr).tolist()) - allowed)
-    if bad:
-        raise DatagenError(f"label map has values that are not class ids: {bad[:8]}; expected only "
-                           f"{sorted(allowed)}")
-    return arr
-
-
-class _RecipeDumper(yaml.SafeDumper):
-    """Recipes as people write them: a mapping or list of plain values on one line (classes, paint, size)."""
-
-
-def _flat(v: Any) -> bool:
-    return not isinstance(v, (dict, list)) or (isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v))
-
-
-_RecipeDumper.add_representer(dict, lambda d, data: d.represent_mapping(
-    "tag:yaml.org,2002:map", data.items(), flow_style=all(_flat(v) for v in data.values())))
-_RecipeDumper.add_representer(list, lambda d, data: d.represent_sequence(
-    "tag:yaml.org,2002:seq", data, flow_style=all(not isinstance(v, (dict, list)) for v in data)))
 
 
 @dataclass
@@ -393,31 +307,9 @@ class Studio:
 
     # ---- exports -------------------------------------------------------------------------
     def recipe_yaml(self, painter: Painter, layout_file: str = "layout.png", *, index: int | None = None) -> str:
-        """The recipe as painted, with the painted map as its layout (``kind: mask``, ``layout_file``
-        beside the recipe): ``datagen generate`` on it paints the same map with new noise per sample."""
-        r = painter.recipe
-        data = r.model_dump(mode="json", exclude_defaults=True)
-        data.pop("layout", None)
-        out: dict[str, Any] = {"model": r.model_spec}
-        if painter.renderer.layer:
-            out["layer"] = painter.renderer.layer
-        if r.library_path is not None:
-            out["library"] = str(r.library_path.resolve())
-        out["size"] = [int(s) for s in r.size]
-        out["classes"] = [{"name": c.name, "id": c.id, "color": c.color,
-                           **c.model_dump(mode="json", exclude_defaults=True, exclude={"name", "id", "color"})}
-                          for c in r.classes]
-        out["layout"] = {"kind": "mask", "path": layout_file}
-        out["paint"] = r.paint.model_dump(mode="json")
-        out["ignore_index"] = r.ignore_index
-        for k, v in data.items():  # anything else the recipe set (augment, trust, ...)
-            out.setdefault(k, v)
-        eraser = next(c.name for c in r.classes if c.id == self.eraser_id)
-        head = (f"# datagen studio: {self.source} painted by hand"
-                f"{f' (sample index {index})' if index is not None else ''}; the layout is the painted map\n"
-                f"# ({layout_file}; {eraser} = the generator's own activations, written as the ignore value).\n"
-                f"#   datagen generate THIS.yaml --out DIR --num N   # the same map, new noise per sample\n")
-        return head + yaml.dump(out, Dumper=_RecipeDumper, sort_keys=False, width=120, allow_unicode=True)
+        """The recipe as painted, with the painted map as its layout (:func:`painted_recipe_yaml`)."""
+        return painted_recipe_yaml(painter.recipe, painter.renderer.layer, source=str(self.source),
+                                   eraser_id=self.eraser_id, layout_file=layout_file, index=index)
 
     def export(self, kind: str, paint: Paint) -> tuple[bytes, str, str]:
         """One export of a painted map: (content, media type, file name).
