@@ -74,7 +74,7 @@ from datagen.metrics import (  # noqa: E402
 )
 from datagen.models import DEFAULT_MODEL, DigipathGenerator, DigipathUNet, load_generator  # noqa: E402
 from datagen.models.generator import Generator  # noqa: E402
-from datagen.render import render_plain  # noqa: E402
+from datagen.render import render_plain, to_uint8, to_uint8_hwc  # noqa: E402
 from datagen.train import TrainConfig, load_train_config  # noqa: E402
 from datagen.train.data import CropSampler, background_fraction  # noqa: E402
 
@@ -127,8 +127,7 @@ def conditioning_fidelity(gen: Generator, real: torch.Tensor, seed: int, batch: 
         c = ex.pooled(resize_for_features(r))
         inputs = gen.sample_inputs([sample_torch_generator(seed, j, "noise") for j in range(i, i + len(r))], size)
         inputs["cond"] = c.cpu()
-        u8 = ((gen.forward(inputs).clamp(-1, 1) + 1) * 127.5).round()
-        img = u8.div(127.5).sub(1.0)  # quantised like the real crops
+        img = to_uint8(gen.forward(inputs)).float().div(127.5).sub(1.0)  # quantised like the real crops
         cond.append(c.cpu()); images.append(img.cpu())
         feats.append(ex.pooled(resize_for_features(img)).cpu())
     c, f, img = torch.cat(cond), torch.cat(feats), torch.cat(images)
@@ -142,8 +141,7 @@ def conditioning_fidelity(gen: Generator, real: torch.Tensor, seed: int, batch: 
 
 
 def _glass_shares(images: torch.Tensor) -> np.ndarray:
-    u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return np.array([background_fraction(im) for im in u8])
+    return np.array([background_fraction(im) for im in to_uint8_hwc(images)])
 
 
 def untrained_copy(gen: Generator, seed: int) -> Generator | None:

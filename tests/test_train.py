@@ -10,7 +10,7 @@ from PIL import Image
 from datagen.errors import ConfigError, DatagenError
 from datagen.models import load_checkpoint
 from datagen.train import TrainConfig, load_train_config, train
-from datagen.train.data import CropSampler, background_fraction
+from datagen.train.data import CropSampler, background_fraction, background_fraction_t
 
 
 @pytest.fixture
@@ -46,6 +46,22 @@ def test_crop_sampler_skips_glass(tissue_png):
         assert background_fraction(u8) <= 0.2
 
 
+
+def test_background_fraction_on_tensors_matches_the_samplers_test():
+    """The training log's glass share (torch, any device) counts the pixels the sampler's numpy test counts."""
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
+    u8[0, :12] = 235                       # glass (bright, grey)
+    u8[1, :, :8] = (230, 215, 240)         # bright but tinted (range 25): not glass
+    u8[2, 6:] = 10                         # scanner border
+    u8[3, :, :] = (201, 205, 225)          # range 24, min 201: glass everywhere
+    images = torch.from_numpy(u8).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    got = background_fraction_t(images)
+    want = torch.tensor([background_fraction(im) for im in u8], dtype=torch.float32)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert got[3] == 1.0 and got[0] >= 0.5 and got[1] < 0.05
+
+
 def test_train_then_resume_continues(tmp_path, tissue_png):
     out = tmp_path / "run"
     ckpt = train(_cfg(tissue_png, steps=20), out, progress=False)
@@ -59,6 +75,7 @@ def test_train_then_resume_continues(tmp_path, tissue_png):
     assert steps_logged == [5, 10, 15, 20]
     last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert last["paint"] > 0 and last["std"] > 0  # the paintability monitor is logged
+    assert 0 <= last["glass"] <= 1 and 0 <= last["glass_real"] <= 1  # so is the glass share (generated, real)
 
     with pytest.raises(DatagenError, match="resume=True"):
         train(_cfg(tissue_png, steps=30), out, progress=False)

@@ -36,7 +36,7 @@ from ..models.unet import DigipathUNet, UNetConfig
 from ..render import autocast_for
 from .augment import diff_augment, dihedral
 from .config import TrainConfig
-from .data import CropSampler
+from .data import CropSampler, background_fraction_t
 from .monitor import paint_influence
 from .losses import GAN_LOSSES, conditioning_consistency, r1_penalty
 
@@ -360,7 +360,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
         else:
             dev_gen.manual_seed(int(torch.randint(2**62, (1,), generator=noise_gen)))
             z = torch.randn((n, G.config.noise_channels, *size), generator=dev_gen, device=device)
-        c = bank[torch.randint(len(bank), (n,), generator=noise_gen)].to(device) if bank is not None else None
+        c = bank_dev[torch.randint(len(bank), (n,), generator=noise_gen).to(device)] if bank_dev is not None else None
         return z, c
 
     def checkpoint() -> None:
@@ -387,6 +387,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     restore_sigterm = _sigterm_as_interrupt()
     log = open(out / "log.jsonl", "a")
     stats: dict[str, Any] = {}  # losses stay device tensors between log lines: no per-step host sync
+    glass_sum, glass_n = torch.zeros(2, device=device), 0  # generated and real batches' glass share between log lines
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
     try:
         while step < cfg.steps:
@@ -402,6 +403,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             with torch.no_grad(), amp():
                 fake = G(z, c).float()
             D.requires_grad_(True)
+            glass_sum = glass_sum + torch.stack([background_fraction_t(fake).mean(), background_fraction_t(real).mean()])
+            glass_n += 1
             if d_conditional:  # a real crop is judged with its nearest bank vector (see nearest_bank_vectors)
                 with torch.no_grad(), amp():
                     own = extractor.pooled(resize_for_features(real)).float()  # type: ignore[union-attr]
@@ -451,6 +454,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             stats.update(d=loss_d.detach(), g=loss_g.detach())
             if step % cfg.log_every == 0:  # the host sync, inside the timed step so wall_s stays honest
                 stats = {k: float(v) for k, v in stats.items()}
+                glass, glass_real = (glass_sum / max(glass_n, 1)).tolist()
+                stats.update(glass=glass, glass_real=glass_real)
+                glass_sum, glass_n = torch.zeros(2, device=device), 0
             wall += time.perf_counter() - t0
             bar.update(1)
             if step % cfg.log_every == 0:
