@@ -256,6 +256,42 @@ def test_feature_bank_records_its_crop_and_is_recomputed_for_another(tmp_path, t
     assert "recomputing" not in capsys.readouterr().out
 
 
+
+def test_soft_glass_share_follows_the_samplers_test_and_has_gradients():
+    from datagen.train.data import background_fraction_t
+    from datagen.train.losses import glass_consistency, soft_background_fraction
+
+    rng = torch.Generator().manual_seed(0)
+    tissue = torch.rand((4, 3, 32, 32), generator=rng) * 1.2 - 0.9      # mostly below the glass brightness
+    glass = tissue.clone()
+    glass[:, :, :16] = 0.85 + 0.02 * torch.rand((4, 1, 16, 32), generator=rng)  # bright, grey: glass
+    images = torch.cat([tissue, glass])
+    hard, soft = background_fraction_t(images), soft_background_fraction(images)
+    assert torch.allclose(soft, hard, atol=0.06)
+    assert soft[4:].min() > 0.45 and soft[:4].max() < 0.1
+    x = images.clone().requires_grad_(True)
+    glass_consistency(x, torch.full((8,), 0.5)).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_glass_weight_needs_the_bank_and_trains_against_each_vectors_crop(tmp_path, tissue_png, capsys):  # noqa: F811
+    with pytest.raises(ConfigError, match="glass_weight"):
+        TrainConfig.model_validate({"data": [{"path": "x.png"}], "glass_weight": 1.0, "feature_extractor": "none"}).check()
+    out = tmp_path / "run"
+    train(_cfg(tissue_png, steps=1), out, progress=False)
+    saved = torch.load(out / "feature_bank.pt", weights_only=True)
+    assert saved["glass"].shape == (len(saved["features"]),) and 0 <= saved["glass"].min() <= saved["glass"].max() <= 1
+    torch.save({"features": saved["features"], "crop": saved["crop"]}, out / "feature_bank.pt")  # a bank without glass
+    capsys.readouterr()
+    train(_cfg(tissue_png, steps=2, glass_weight=1.0, log_every=1), out, resume=True, progress=False)
+    assert "no glass shares" in capsys.readouterr().out
+    again = torch.load(out / "feature_bank.pt", weights_only=True)
+    assert torch.equal(again["features"], saved["features"])  # the same crops: the sampler starts from its seed
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and 0 <= log[-1]["glass_l1"] <= 1
+    train(_cfg(tissue_png, steps=3), out, resume=True, progress=False)  # glass_weight 0: the bank as it is
+    assert "recomputing" not in capsys.readouterr().out
+
 def test_nearest_bank_vectors_pairs_real_crops_with_a_neighbour_in_standardised_units():
     from datagen.train.loop import nearest_bank_vectors
 

@@ -81,6 +81,12 @@ class TrainConfig(BaseModel):
     cond_weight: float = Field(1.0, ge=0)
     cond_every: int = Field(2, ge=1)
     cond_bank: int = Field(1024, ge=16)
+    glass_weight: float = Field(0.0, ge=0)
+    """Weight of a loss that asks each generated image for the glass share of the real crop its
+    conditioning vector came from (a soft version of the crop sampler's glass test). The
+    projected D's ImageNet features hardly tell glass from pale tissue, and CPU continuations of
+    the built-in model stopped drawing glass while FD improved; glass is what its ``background``
+    class paints. 0 (default) leaves it out; needs feature_extractor (the bank)."""
     max_background: float = Field(0.5, ge=0, le=1)
     checkpoint_every: int = Field(250, ge=1)
     sample_every: int = Field(500, ge=1)
@@ -117,6 +123,11 @@ class TrainConfig(BaseModel):
 
             raise ConfigError("a conditional discriminator needs conditioning vectors: set feature_extractor "
                               "(efficientnet-lite0) or projected.conditional: false", field="projected.conditional")
+        if self.glass_weight > 0 and self.feature_extractor == "none":
+            from ..errors import ConfigError
+
+            raise ConfigError("the glass loss compares each image with its conditioning vector's crop: set "
+                              "feature_extractor (efficientnet-lite0) or glass_weight: 0", field="glass_weight")
 
 
 def load_train_config(path: str | os.PathLike, **overrides: object) -> TrainConfig:

@@ -38,7 +38,7 @@ from .augment import diff_augment, dihedral
 from .config import TrainConfig
 from .data import CropSampler, background_fraction_t
 from .monitor import paint_influence
-from .losses import GAN_LOSSES, conditioning_consistency, r1_penalty
+from .losses import GAN_LOSSES, conditioning_consistency, glass_consistency, r1_penalty
 
 STATE_NAME = "train_state.pt"
 CONFIG_NAME = "train.yaml"
@@ -120,23 +120,27 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> No
 
 
 def load_or_compute_feature_bank(path: Path, extractor: FeatureExtractor, sampler: CropSampler, n: int,
-                                 device: str) -> torch.Tensor:
-    """The run's conditioning library: ``n`` real crops' feature vectors, computed once per run
-    and kept at ``path`` with the crop size they were computed at.
+                                 device: str, *, need_glass: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The run's conditioning library: ``n`` real crops' feature vectors and glass shares, computed
+    once per run and kept at ``path`` with the crop size they were computed at.
 
     A bank of another crop size (or an older one that did not record it) is recomputed: pooled
     features depend on the crop's extent, and a generator trained at 256 px but conditioned on
-    96-px crops' vectors is asked for images whose features no 256-px crop has.
+    96-px crops' vectors is asked for images whose features no 256-px crop has. So is a bank
+    without glass shares when ``need_glass`` (``glass_weight`` > 0). Returns (features, glass or None).
     """
     if path.exists():
         saved = torch.load(path, weights_only=True)
+        if isinstance(saved, dict) and saved.get("crop") == sampler.crop and (saved.get("glass") is not None or not need_glass):
+            return saved["features"], saved.get("glass")
         if isinstance(saved, dict) and saved.get("crop") == sampler.crop:
-            return saved["features"]
-        was = f"{saved['crop']}-px crops" if isinstance(saved, dict) else "crops of an unrecorded size"
-        print(f"{path}: computed from {was}; recomputing it from {sampler.crop}-px crops (the training crop)")
-    bank, _ = compute_feature_bank(extractor, sampler, n, device)
-    _atomic_torch_save({"features": bank, "crop": sampler.crop}, path)
-    return bank
+            print(f"{path}: records no glass shares (an older bank); recomputing it for glass_weight")
+        else:
+            was = f"{saved['crop']}-px crops" if isinstance(saved, dict) else "crops of an unrecorded size"
+            print(f"{path}: computed from {was}; recomputing it from {sampler.crop}-px crops (the training crop)")
+    bank, glass = compute_feature_bank(extractor, sampler, n, device)
+    _atomic_torch_save({"features": bank, "crop": sampler.crop, "glass": glass}, path)
+    return bank, glass
 
 
 @torch.no_grad()
@@ -154,15 +158,15 @@ def nearest_bank_vectors(features: torch.Tensor, bank: torch.Tensor, scale: torc
 
 
 @torch.no_grad()
-def compute_feature_bank(extractor: FeatureExtractor, sampler: CropSampler, n: int, device: str, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of ``n`` random real crops (the conditioning library) and a few of the crops."""
-    feats, keep = [], []
+def compute_feature_bank(extractor: FeatureExtractor, sampler: CropSampler, n: int, device: str,
+                         batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of ``n`` random real crops (the conditioning library) and each crop's glass share."""
+    feats, glass = [], []
     for i in range(0, n, batch):
         imgs = sampler.sample(min(batch, n - i))
         feats.append(extractor.pooled(resize_for_features(imgs.to(device))).cpu())
-        if i == 0:
-            keep.append(imgs)
-    return torch.cat(feats), torch.cat(keep)
+        glass.append(background_fraction_t(imgs))
+    return torch.cat(feats), torch.cat(glass)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
@@ -296,17 +300,19 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     sampler = CropSampler([(s.path, s.scale) for s in cfg.data], cfg.crop, max_background=cfg.max_background, seed=cfg.seed)
 
     extractor: FeatureExtractor | None = None
-    bank = None
+    bank = bank_glass = None
     cond_dim = 0
     if cfg.feature_extractor != "none":
         extractor = EfficientNetLite0().to(device)
-        bank = load_or_compute_feature_bank(out / "feature_bank.pt", extractor, sampler, cfg.cond_bank, device)
+        bank, bank_glass = load_or_compute_feature_bank(out / "feature_bank.pt", extractor, sampler, cfg.cond_bank, device,
+                                                        need_glass=cfg.glass_weight > 0)
         cond_dim = bank.shape[1]
 
     G = build_generator(cfg, cond_dim).to(device)
     D = build_discriminator(cfg, cond_dim).to(device)
     d_conditional = getattr(D, "cond_dim", 0) > 0
     bank_dev = bank.to(device) if bank is not None else None
+    glass_dev = bank_glass.to(device) if bank_glass is not None and cfg.glass_weight > 0 else None
     if d_conditional:
         D.set_condition_stats(bank_dev)
     d_loss_fn, g_loss_fn = GAN_LOSSES[cfg.projected.loss if cfg.discriminator == "projected" else "nonsaturating"]
@@ -354,14 +360,16 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     # is drawn there, seeded from noise_gen, so resume stays exact; on CPU it is drawn as before.
     dev_gen = torch.Generator(device) if torch.device(device).type != "cpu" else None
 
-    def draw_inputs(n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def draw_inputs(n: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Noise, conditioning vectors and their bank rows (on the device)."""
         if dev_gen is None:
             z = torch.randn((n, G.config.noise_channels, *size), generator=noise_gen)
         else:
             dev_gen.manual_seed(int(torch.randint(2**62, (1,), generator=noise_gen)))
             z = torch.randn((n, G.config.noise_channels, *size), generator=dev_gen, device=device)
-        c = bank_dev[torch.randint(len(bank), (n,), generator=noise_gen).to(device)] if bank_dev is not None else None
-        return z, c
+        rows = torch.randint(len(bank), (n,), generator=noise_gen).to(device) if bank is not None else None
+        c = bank_dev[rows] if bank_dev is not None else None
+        return z, c, rows
 
     def checkpoint() -> None:
         meta = {"name": cfg.name, "step": step, "kimg": nimg / 1000, "wall_time_s": round(wall, 1),
@@ -399,7 +407,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             t0 = time.perf_counter()
             # ---- discriminator ----
             real = dihedral(sampler.sample(cfg.batch, device=device))
-            z, c = draw_inputs(cfg.batch)
+            z, c, rows = draw_inputs(cfg.batch)
             with torch.no_grad(), amp():
                 fake = G(z, c).float()
             D.requires_grad_(True)
@@ -429,7 +437,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
                 stats["r1"] = r1.detach()
             # ---- generator ----
             D.requires_grad_(False)
-            z, c = draw_inputs(cfg.batch)
+            z, c, rows = draw_inputs(cfg.batch)
             with amp():
                 fake = G(z, c).float()
                 logits_fake = D(diff_augment(fake, cfg.diffaugment, aug_gen), *([c] if d_conditional else []))
@@ -441,6 +449,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
                 loss_c = conditioning_consistency(pooled.float(), c)
                 loss_total = loss_total + cfg.cond_weight * cfg.cond_every * loss_c
                 stats["cond"] = loss_c.detach()
+            if glass_dev is not None:  # the glass share of the crop each vector came from
+                loss_glass = glass_consistency(fake, glass_dev[rows])
+                loss_total = loss_total + cfg.glass_weight * loss_glass
+                stats["glass_l1"] = loss_glass.detach()
             opt_g.zero_grad(set_to_none=True)
             loss_total.backward()
             opt_g.step()

@@ -50,3 +50,19 @@ def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Te
 def conditioning_consistency(features_of_fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
     """The paper's L1 loss: the generated image's features should return its conditioning vector."""
     return (features_of_fake - cond).abs().mean()
+
+
+def soft_background_fraction(images: torch.Tensor, softness: float = 4.0) -> torch.Tensor:
+    """A differentiable :func:`datagen.train.data.background_fraction_t` per image of a (N, 3, H, W)
+    batch in [-1, 1]: each threshold of the sampler's glass test (min channel > 200 and channel
+    range < 25, or max channel < 30, on 0-255) becomes a sigmoid ``softness`` units wide."""
+    u = (images.float().clamp(-1, 1) + 1) * 127.5
+    mx, mn = u.amax(dim=1), u.amin(dim=1)
+    glass = torch.sigmoid((mn - 200) / softness) * torch.sigmoid((25 - (mx - mn)) / softness)
+    black = torch.sigmoid((30 - mx) / softness)
+    return (glass + black - glass * black).flatten(1).mean(dim=1)
+
+
+def glass_consistency(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between each generated image's soft glass share and its conditioning crop's glass share."""
+    return (soft_background_fraction(images) - target).abs().mean()
