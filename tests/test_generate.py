@@ -401,7 +401,10 @@ def test_parent_killed_or_interrupted_with_workers(layout_masks, tmp_path, monke
     cmd = [sys.executable, "-m", "datagen.cli", "generate", str(recipe), "--out", str(out), "--num", "64",
            "--seed", "7", "--batch-size", "8", "--block-size", "4", "--workers", "2", "--quiet"]
     monkeypatch.setenv("DATAGEN_SEPARABILITY", "0")
-    proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child, as under a terminal: a test run started as a background job
+    # (`cmd &`, nohup) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
+    proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not _done_blocks(out) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
