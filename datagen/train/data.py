@@ -19,6 +19,10 @@ from ..errors import DatagenError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs", ".bmp", ".webp"}
 LAZY_PIXELS = 4096 * 4096  # larger TIFFs are not loaded whole
+GLASS_MIN, GLASS_RANGE, BLACK_MAX = 200, 25, 30
+"""The glass test on 0-255: min channel > GLASS_MIN and channel range < GLASS_RANGE (bright and
+grey), or max channel < BLACK_MAX (scanner border). One definition for the sampler, the training
+log and the glass loss."""
 
 
 @dataclass
@@ -90,8 +94,8 @@ def background_fraction(crop: np.ndarray) -> float:
     r, g, b = crop[..., 0], crop[..., 1], crop[..., 2]
     mx = np.maximum(np.maximum(r, g), b)
     mn = np.minimum(np.minimum(r, g), b)
-    bad = (mn > 200) & ((mx - mn) < 25)  # glass
-    bad |= mx < 30  # black
+    bad = (mn > GLASS_MIN) & ((mx - mn) < GLASS_RANGE)  # glass
+    bad |= mx < BLACK_MAX  # black
     return np.count_nonzero(bad) / bad.size
 
 
@@ -102,7 +106,7 @@ def background_fraction_t(images: torch.Tensor) -> torch.Tensor:
     in ``log.jsonl`` long before a realism run."""
     u = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
     mx, mn = u.amax(dim=1), u.amin(dim=1)
-    bad = ((mn > 200) & ((mx - mn) < 25)) | (mx < 30)
+    bad = ((mn > GLASS_MIN) & ((mx - mn) < GLASS_RANGE)) | (mx < BLACK_MAX)
     return bad.flatten(1).float().mean(dim=1)
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .data import BLACK_MAX, GLASS_MIN, GLASS_RANGE
+
 Logits = torch.Tensor | Sequence[torch.Tensor]
 
 
@@ -58,8 +60,8 @@ def soft_background_fraction(images: torch.Tensor, softness: float = 4.0) -> tor
     range < 25, or max channel < 30, on 0-255) becomes a sigmoid ``softness`` units wide."""
     u = (images.float().clamp(-1, 1) + 1) * 127.5
     mx, mn = u.amax(dim=1), u.amin(dim=1)
-    glass = torch.sigmoid((mn - 200) / softness) * torch.sigmoid((25 - (mx - mn)) / softness)
-    black = torch.sigmoid((30 - mx) / softness)
+    glass = torch.sigmoid((mn - GLASS_MIN) / softness) * torch.sigmoid((GLASS_RANGE - (mx - mn)) / softness)
+    black = torch.sigmoid((BLACK_MAX - mx) / softness)
     return (glass + black - glass * black).flatten(1).mean(dim=1)
 
 
