@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DatagenError
+from ..render import to_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs", ".bmp", ".webp"}
 LAZY_PIXELS = 4096 * 4096  # larger TIFFs are not loaded whole
@@ -104,8 +105,8 @@ def background_fraction_t(images: torch.Tensor) -> torch.Tensor:
     device (quantised to uint8 first, as written images are): the training loop logs it for its
     real and generated batches without a host copy, so a generator that stops drawing glass shows
     in ``log.jsonl`` long before a realism run."""
-    u = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
-    mx, mn = u.amax(dim=1), u.amin(dim=1)
+    u = to_uint8(images.detach())
+    mx, mn = u.amax(dim=1), u.amin(dim=1)  # uint8, mx >= mn: mx - mn cannot wrap
     bad = ((mn > GLASS_MIN) & ((mx - mn) < GLASS_RANGE)) | (mx < BLACK_MAX)
     return bad.flatten(1).float().mean(dim=1)
 

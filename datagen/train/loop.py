@@ -131,9 +131,10 @@ def load_or_compute_feature_bank(path: Path, extractor: FeatureExtractor, sample
     """
     if path.exists():
         saved = torch.load(path, weights_only=True)
-        if isinstance(saved, dict) and saved.get("crop") == sampler.crop and (saved.get("glass") is not None or not need_glass):
+        same_crop = isinstance(saved, dict) and saved.get("crop") == sampler.crop
+        if same_crop and (saved.get("glass") is not None or not need_glass):
             return saved["features"], saved.get("glass")
-        if isinstance(saved, dict) and saved.get("crop") == sampler.crop:
+        if same_crop:
             print(f"{path}: records no glass shares (an older bank); recomputing it for glass_weight")
         else:
             was = f"{saved['crop']}-px crops" if isinstance(saved, dict) else "crops of an unrecorded size"

@@ -56,8 +56,8 @@ def conditioning_consistency(features_of_fake: torch.Tensor, cond: torch.Tensor)
 
 def soft_background_fraction(images: torch.Tensor, softness: float = 4.0) -> torch.Tensor:
     """A differentiable :func:`datagen.train.data.background_fraction_t` per image of a (N, 3, H, W)
-    batch in [-1, 1]: each threshold of the sampler's glass test (min channel > 200 and channel
-    range < 25, or max channel < 30, on 0-255) becomes a sigmoid ``softness`` units wide."""
+    batch in [-1, 1]: each threshold of the sampler's glass test (``GLASS_MIN``, ``GLASS_RANGE``,
+    ``BLACK_MAX`` in :mod:`datagen.train.data`, on 0-255) becomes a sigmoid ``softness`` units wide."""
     u = (images.float().clamp(-1, 1) + 1) * 127.5
     mx, mn = u.amax(dim=1), u.amin(dim=1)
     glass = torch.sigmoid((mn - GLASS_MIN) / softness) * torch.sigmoid((GLASS_RANGE - (mx - mn)) / softness)
