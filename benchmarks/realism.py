@@ -28,6 +28,10 @@ one image from each, with the same noise as above. ``follow`` = L1(features of t
 own vector) / L1(features, another crop's vector): 1.0 means the vector is ignored, lower is
 better. ``glass_r`` is the correlation of the glass share of each real crop with that of the
 image drawn from its vector: a model that follows its vectors draws glass where they ask.
+``paint_glass`` is the most glass that any of the vectors of the 8 glassiest crops of set A
+draws when *painted* (full replace at the paint layer) into 8 other images, ``paint_tissue``
+the same for the 8 least glassy crops (:func:`datagen.train.monitor.paint_glass`): a recipe's
+background class can only paint glass if some vector draws mostly glass.
 
 Real crops come from the training config's data through the training sampler
 (:class:`datagen.train.data.CropSampler`: area-weighted random positions, crops
@@ -77,10 +81,12 @@ from datagen.models.generator import Generator  # noqa: E402
 from datagen.render import render_plain, to_uint8, to_uint8_hwc  # noqa: E402
 from datagen.train import TrainConfig, load_train_config  # noqa: E402
 from datagen.train.data import CropSampler, background_fraction  # noqa: E402
+from datagen.train.monitor import paint_glass  # noqa: E402
 
 DEFAULT_TRAIN_CONFIG = REPO / "training" / "tissue-small" / "train.yaml"
 QUICK_NUM = 16
 GLASS_HEAVY = 0.25  # an image more than a quarter glass counts as glass-heavy
+PAINT_K = 8  # crops whose vectors paint_glass paints (the glassiest k, the least glassy k)
 _REAL_STREAM = 0x7EA1  # numpy seed [seed, set, this] draws real set A (0) / B (1)
 
 
@@ -136,8 +142,16 @@ def conditioning_fidelity(gen: Generator, real: torch.Tensor, seed: int, batch: 
     real_glass = _glass_shares(real)
     gen_glass = _glass_shares(img)
     r = float(np.corrcoef(real_glass, gen_glass)[0, 1]) if real_glass.std() > 0 and gen_glass.std() > 0 else float("nan")
+    # paint_glass: the glassiest crops' vectors, and the least glassy ones', painted (full replace at
+    # the paint layer) into the first k scenes; glass that follows the noise instead stays unpainted
+    k = min(PAINT_K, len(real) // 2)
+    order = np.argsort(-real_glass, kind="stable")
+    inputs = gen.sample_inputs([sample_torch_generator(seed, j, "noise") for j in range(k)], size)
+    painted = paint_glass(gen.module, inputs["noise"].to(gen.device), inputs["cond"].to(gen.device),
+                          c[order[:k]].to(gen.device), c[order[-k:]].to(gen.device), gen.default_layer)
     return {"l1_own_vector": own, "l1_other_vector": other, "follow": own / other, "glass_r": r,
-            "mean_glass_real": float(real_glass.mean()), "mean_glass_generated": float(gen_glass.mean())}
+            "mean_glass_real": float(real_glass.mean()), "mean_glass_generated": float(gen_glass.mean()),
+            **painted, "paint_glass_crops": float(real_glass[order[:k]].mean())}
 
 
 def _glass_shares(images: torch.Tensor) -> np.ndarray:
@@ -288,6 +302,9 @@ def format_report(r: dict) -> str:
     if c:
         lines.append(f"  conditioning           follow {f(c['follow'])} (L1 to own vector / to another's; 1 = ignored), "
                      f"glass r {f(c['glass_r'])} (real crop's glass vs the image drawn from its vector)")
+        if "paint_glass" in c:
+            lines.append(f"  painted glass          best of the glassiest crops' vectors {f(c['paint_glass'])} (the crops: "
+                         f"{f(c['paint_glass_crops'])}), of the least glassy crops' {f(c['paint_tissue'])}")
     lines += [
         f"  wall time {r['wall_time_s']:.1f} s  " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_s"].items()),
     ]

@@ -277,7 +277,8 @@ def test_conditioning_fidelity_tells_a_generator_that_follows_its_vector_from_on
     real = ((real + 1) * 127.5).round() / 127.5 - 1  # uint8-quantised, as real crops are
     with torch.no_grad():
         vectors = EfficientNetLite0().eval().pooled(resize_for_features(real))
-    module = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=vectors.shape[1], cond_channels=4))
+    module = DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4, cond_dim=vectors.shape[1], cond_channels=4,
+                                     default_layer="dec.x4"))
 
     class Oracle(DigipathGenerator):
         def forward(self, inputs):  # the real crop whose vector is closest
@@ -290,6 +291,9 @@ def test_conditioning_fidelity_tells_a_generator_that_follows_its_vector_from_on
     follows = mod.conditioning_fidelity(Oracle(module, vectors), real, seed=0, batch=4)
     assert follows["follow"] == pytest.approx(0.0, abs=1e-3) and follows["glass_r"] == pytest.approx(1.0)
     assert follows["mean_glass_generated"] == pytest.approx(follows["mean_glass_real"]) and follows["mean_glass_real"] > 0.1
+    # painted glass (the tiny UNet's, which the oracle bypasses): a share, from the glassiest crops
+    assert 0 <= follows["paint_glass"] <= 1 and 0 <= follows["paint_tissue"] <= 1
+    assert follows["paint_glass_crops"] > follows["mean_glass_real"]
     ignores = mod.conditioning_fidelity(Ignores(module, vectors), real, seed=0, batch=4)
     assert ignores["follow"] == pytest.approx(1.0, rel=1e-5)
     unconditional = DigipathGenerator(DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4)))

@@ -76,6 +76,7 @@ def test_train_then_resume_continues(tmp_path, tissue_png):
     last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert last["paint"] > 0 and last["std"] > 0  # the paintability monitor is logged
     assert 0 <= last["glass"] <= 1 and 0 <= last["glass_real"] <= 1  # so is the glass share (generated, real)
+    assert 0 <= last["paint_tissue"] <= 1 and 0 <= last["paint_glass"] <= 1  # and whether glass can be painted
 
     with pytest.raises(DatagenError, match="resume=True"):
         train(_cfg(tissue_png, steps=30), out, progress=False)
@@ -125,6 +126,35 @@ def test_equalized_param_groups_scale_lr_by_fan_in():
     assert sum(len(g["params"]) for g in groups) == 4
     (plain,) = param_groups(m, 0.01, equalized=False)
     assert plain["lr"] == 0.01 and len(plain["params"]) == 4
+
+
+class _GlassToy(torch.nn.Module):
+    """Draws glass where its one-channel ``layer`` (the sign of cond[:, 0]) is positive, or,
+    ``from_noise``, where the noise is, whatever the layer says."""
+
+    def __init__(self, from_noise: bool = False) -> None:
+        super().__init__()
+        self.layer = torch.nn.Identity()
+        self.from_noise = from_noise
+
+    def forward(self, noise, cond):
+        a = self.layer(cond[:, :1, None, None].expand(-1, 1, *noise.shape[-2:]).clone())
+        where = noise[:, :1] > 0 if self.from_noise else a > 0
+        glass = torch.tensor([0.9, 0.9, 0.9])[None, :, None, None]       # uint8 242, grey: glass
+        tissue = torch.tensor([0.2, -0.5, 0.3])[None, :, None, None]     # pink-purple
+        return torch.where(where, glass, tissue)
+
+
+def test_paint_glass_tells_painted_glass_from_noise_glass():
+    from datagen.train.monitor import paint_glass
+
+    z = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    scene, tissue_c = torch.full((4, 2), -1.0), -torch.ones(4, 2)
+    glass_c = torch.tensor([[-1.0, 0], [-1, 0], [1, 0], [-1, 0]])  # one of the candidates is glass
+    m = paint_glass(_GlassToy(), z, scene, glass_c, tissue_c, "layer")
+    assert m == {"paint_glass": 1.0, "paint_tissue": 0.0}  # the vector decides: glass is paintable
+    m = paint_glass(_GlassToy(from_noise=True), z, scene, glass_c, tissue_c, "layer")
+    assert m["paint_glass"] == m["paint_tissue"] and 0.3 < m["paint_glass"] < 0.7  # the noise decides: it is not
 
 
 def test_paint_influence_sees_a_bypassed_layer():

@@ -37,7 +37,7 @@ from ..render import autocast_for
 from .augment import diff_augment, dihedral
 from .config import TrainConfig
 from .data import CropSampler, background_fraction_t
-from .monitor import paint_influence
+from .monitor import paint_glass, paint_influence
 from .losses import GAN_LOSSES, conditioning_consistency, glass_consistency, r1_penalty
 
 STATE_NAME = "train_state.pt"
@@ -356,6 +356,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     fixed = torch.Generator().manual_seed(12345)
     fixed_noise = torch.randn((16, G.config.noise_channels, 2 * cfg.crop, 2 * cfg.crop), generator=fixed)
     fixed_cond = bank[torch.randint(len(bank), (16,), generator=fixed)] if bank is not None else None
+    # paint_glass: the vectors of the bank's eight glassiest and eight least glassy crops, painted
+    # into two fixed scenes (a bank without glass shares, from before they were kept, skips it)
+    glass_rows = bank_glass.argsort(descending=True, stable=True) if bank_glass is not None else None
 
     # On an accelerator the noise (crop-sized, 8 channels: ~17M floats a step at 256 px, batch 32)
     # is drawn there, seeded from noise_gen, so resume stays exact; on CPU it is drawn as before.
@@ -477,6 +480,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
                 m = paint_influence(G_ema, fixed_noise[:4, :, :cfg.crop, :cfg.crop].to(device),
                                     None if fixed_cond is None else fixed_cond[:4].to(device), G.config.default_layer)
                 stats.update(paint=m["influence"], std=m["spatial_std"])
+                if glass_rows is not None:
+                    stats.update(paint_glass(G_ema, fixed_noise[4:6, :, :cfg.crop, :cfg.crop].to(device), fixed_cond[4:6].to(device),
+                                             bank_dev[glass_rows[:8]], bank_dev[glass_rows[-8:]], G.config.default_layer))
                 log.write(json.dumps({"step": step, "kimg": nimg / 1000, "wall_s": round(wall, 1), **{k: round(v, 5) for k, v in stats.items()}}) + "\n")
                 log.flush()
             if step % cfg.sample_every == 0:

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..models.hooks import LayerHook
 from ..paint import full_replace
+from .data import background_fraction_t
 
 
 @torch.no_grad()
@@ -43,4 +44,34 @@ def paint_influence(generator: nn.Module, noise: torch.Tensor, cond: torch.Tenso
     }
 
 
-__all__ = ["paint_influence"]
+@torch.no_grad()
+def paint_glass(generator: nn.Module, noise: torch.Tensor, cond: torch.Tensor, glass_cond: torch.Tensor,
+                tissue_cond: torch.Tensor, layer: str) -> dict[str, float]:
+    """Whether glass can still be *painted*: the most glass that any of the vectors of images
+    conditioned on glassy crops (``glass_cond``, K rows) draws when it full-replaces ``layer`` in
+    every scene (``noise`` and ``cond``, S rows), as a mean over the scenes (``paint_glass``); the
+    same for the vectors of tissue crops (``paint_tissue``, which should stay low).
+
+    A generator can keep drawing glass in its samples while no vector paints mostly glass any
+    more (glass then follows the noise below the paint layer, or never exceeds the share of the
+    training crops), and a recipe's background class paints tissue under a mask that says
+    glass. CPU continuations of ``builtin:tissue-small`` did this while FD improved
+    (training/tissue-small/README.md). Images are in [-1, 1].
+    """
+    s = len(noise)
+    out = {}
+    for key, source in (("paint_glass", glass_cond), ("paint_tissue", tissue_cond)):
+        k = len(source)
+        with LayerHook(generator, layer) as hook:
+            generator(noise[torch.arange(k) % s], source)
+            act = hook.original
+        assert act is not None
+        h, w = act.shape[-2:]
+        vectors = act[:, :, h // 2, w // 2].repeat_interleave(s, dim=0)  # each vector into every scene
+        with LayerHook(generator, layer, lambda a: full_replace(a, vectors), record=False):
+            painted = generator(noise.repeat(k, 1, 1, 1), cond.repeat(k, 1))
+        out[key] = background_fraction_t(painted).view(k, s).mean(dim=1).max().item()
+    return out
+
+
+__all__ = ["paint_glass", "paint_influence"]
