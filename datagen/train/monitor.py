@@ -16,6 +16,24 @@ from ..paint import full_replace
 from .data import background_fraction_t
 
 
+def _image_and_centre_vectors(generator: nn.Module, layer: str, noise: torch.Tensor,
+                              cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and each one's ``layer`` activation vector at its centre pixel (N, C)."""
+    with LayerHook(generator, layer) as hook:
+        image = generator(noise, cond)
+        act = hook.original
+    assert act is not None
+    h, w = act.shape[-2:]
+    return image, act[:, :, h // 2, w // 2]
+
+
+def _full_replaced(generator: nn.Module, layer: str, vectors: torch.Tensor, noise: torch.Tensor,
+                   cond: torch.Tensor | None) -> torch.Tensor:
+    """The images with every pixel of ``layer`` replaced by their row of ``vectors`` (N, C)."""
+    with LayerHook(generator, layer, lambda a: full_replace(a, vectors), record=False):
+        return generator(noise, cond)
+
+
 @torch.no_grad()
 def paint_influence(generator: nn.Module, noise: torch.Tensor, cond: torch.Tensor | None, layer: str) -> dict[str, float]:
     """How much full-replacing ``layer`` changes the image, and how much the image varies.
@@ -29,14 +47,8 @@ def paint_influence(generator: nn.Module, noise: torch.Tensor, cond: torch.Tenso
     """
     if noise.shape[0] < 2:
         raise ValueError("paint_influence needs at least two samples")
-    with LayerHook(generator, layer) as hook:
-        plain = generator(noise, cond)
-        act = hook.original
-    assert act is not None
-    h, w = act.shape[-2:]
-    vectors = act[:, :, h // 2, w // 2].roll(1, dims=0)
-    with LayerHook(generator, layer, lambda a: full_replace(a, vectors), record=False):
-        painted = generator(noise, cond)
+    plain, vectors = _image_and_centre_vectors(generator, layer, noise, cond)
+    painted = _full_replaced(generator, layer, vectors.roll(1, dims=0), noise, cond)
     return {
         "influence": (painted - plain).abs().mean().item(),
         "spatial_std": plain.flatten(2).std(dim=2).mean().item(),
@@ -62,14 +74,9 @@ def paint_glass(generator: nn.Module, noise: torch.Tensor, cond: torch.Tensor, g
     out = {}
     for key, source in (("paint_glass", glass_cond), ("paint_tissue", tissue_cond)):
         k = len(source)
-        with LayerHook(generator, layer) as hook:
-            generator(noise[torch.arange(k) % s], source)
-            act = hook.original
-        assert act is not None
-        h, w = act.shape[-2:]
-        vectors = act[:, :, h // 2, w // 2].repeat_interleave(s, dim=0)  # each vector into every scene
-        with LayerHook(generator, layer, lambda a: full_replace(a, vectors), record=False):
-            painted = generator(noise.repeat(k, 1, 1, 1), cond.repeat(k, 1))
+        _, vectors = _image_and_centre_vectors(generator, layer, noise[torch.arange(k) % s], source)
+        painted = _full_replaced(generator, layer, vectors.repeat_interleave(s, dim=0),  # each vector into every scene
+                                 noise.repeat(k, 1, 1, 1), cond.repeat(k, 1))
         out[key] = background_fraction_t(painted).view(k, s).mean(dim=1).max().item()
     return out
 
