@@ -9,7 +9,7 @@ model=${1:-builtin:tissue-small}
 out=${2:-vector_libraries/tissue-small}
 dg=${DATAGEN:-datagen}
 size=${SIZE:-128}
-$dg vectors extract --model "$model" --layer dec.x16 --num-images 32 --per-image 6 --size "$size" \
+$dg vectors extract --model "$model" --layer dec.x16 --num-images 192 --per-image 1 --size "$size" \
     --clusters 12 --seed 0 --device cpu --out "$out"
 $dg vectors score "$out" --seeds 3 --size "$size" --device cpu
 $dg vectors show "$out" --seeds 2 --size "$size" --device cpu --top 32 --out "$out"

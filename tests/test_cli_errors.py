@@ -343,6 +343,7 @@ def test_ctrl_c_says_what_was_kept(monkeypatch, capsys, module, command, argv, h
 
 @pytest.mark.parametrize("argv, expect", [
     (["vectors", "extract", "--out", "x", "--per-image", "0"], "--per-image: expected a number of pixels >= 1 or 'all', got '0'"),
+    (["vectors", "extract", "--out", "x", "--dedupe", "2"], "--dedupe: expected a cosine similarity in (0, 1] or 'off', got '2'"),
     (["export", "geojson", "x", "--strip-rows", "many"], "--strip-rows: expected a number of rows >= 1, got 'many'"),
     (["generate", "r.yaml", "--out", "x", "--num", "1", "--workers", "-2"], "--workers: expected a number of processes >= 1 or 'auto', got '-2'"),
 ])

@@ -69,7 +69,7 @@ def test_extract_records_and_determinism(gen: DigipathGenerator) -> None:
     assert a.vectors.shape == (20, 16) and a.ids == list(range(20))
     assert torch.allclose(a.vectors, b.vectors, atol=1e-5) and a.records == b.records
     assert a.model == "spec:x" and a.layer == "dec.x4" and a.image_size == (SIZE, SIZE)
-    assert a.extraction["seed"] == 3 and a.extraction["per_image"] == 4
+    assert a.extraction["seed"] == 3 and a.extraction["per_image"] == 4 and a.extraction["dropped"] == 0
     # positions are distinct within an image and the vector is that pixel of that image's layer
     rec = a.records[6]
     assert len({(r.y, r.x) for r in a.records if r.image == rec.image}) == 4
@@ -82,6 +82,22 @@ def test_extract_records_and_determinism(gen: DigipathGenerator) -> None:
     assert regenerate_image(gen, a, 6).shape == (3, SIZE, SIZE)
     c = extract_vectors(gen, "dec.x4", 5, size=SIZE, seed=4, per_image=4, progress=False)
     assert not torch.allclose(a.vectors, c.vectors)
+
+
+def test_extract_drops_copies_of_a_layer_that_repeats_across_the_image() -> None:
+    # builtin:tissue-small's dec.x16 is one vector repeated over each image (its encoder averages
+    # the noise away): 3 pixels of 2 images are 2 vectors, not 6
+    from datagen.models import load_generator
+
+    builtin = load_generator("builtin:tissue-small", "cpu")
+    lib = extract_vectors(builtin, "dec.x16", 2, size=64, seed=0, per_image=3, progress=False)
+    assert len(lib) == 2 and [r.image for r in lib.records] == [0, 1] and lib.ids == [0, 1]
+    assert lib.extraction["dropped"] == 4 and lib.extraction["dedupe"] == 0.999
+    every = extract_vectors(builtin, "dec.x16", 2, size=64, seed=0, per_image=3, progress=False, dedupe=None)
+    assert len(every) == 6 and every.extraction["dropped"] == 0
+    assert torch.equal(lib.vectors[1], every.vectors[3])  # the first pixel of image 1 is the one kept
+    with pytest.raises(DatagenError, match="dedupe"):
+        extract_vectors(builtin, "dec.x16", 1, size=64, dedupe=0.0, progress=False)
 
 
 def test_extract_all_pixels_and_errors(cond_gen: DigipathGenerator) -> None:

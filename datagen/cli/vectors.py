@@ -23,18 +23,38 @@ def _load(lib_dir: str, model: str | None, device: str | None, trust_pickles: bo
     return lib, gen
 
 
+def _cosine_or_off(text: str) -> float | str:
+    """argparse type of --dedupe: a cosine similarity in (0, 1], or 'off'."""
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a cosine similarity in (0, 1] or 'off', got {text!r}")
+    return value
+
+
 def cmd_extract(a: argparse.Namespace) -> int:
     from ..models import load_generator
     from ..vectors import cluster_library, extract_vectors
+    from ..vectors.extract import DEDUPE_COSINE
 
     gen = load_generator(a.model, a.device, trust_pickles=a.trust_pickles)
+    dedupe = None if a.dedupe == "off" else DEDUPE_COSINE if a.dedupe is None else a.dedupe
     lib = extract_vectors(gen, a.layer, a.num_images, size=a.size, seed=a.seed, per_image=a.per_image,
-                          batch_size=a.batch_size, progress=not a.quiet, model_spec=a.model)
+                          batch_size=a.batch_size, progress=not a.quiet, model_spec=a.model, dedupe=dedupe)
     if a.clusters:
         cluster_library(lib, a.clusters, seed=a.seed)
     path = lib.save(a.out)
     if not a.quiet:
         print(f"{len(lib)} vectors of layer {lib.layer} ({lib.channels} channels) -> {path}")
+        dropped = lib.extraction["dropped"]
+        if dropped:
+            print(f"{dropped} near-copies dropped (cosine > {dedupe} to a vector already taken)"
+                  + ("; the layer repeats itself across an image: sample more images, fewer pixels each"
+                     if a.per_image == "all" or a.per_image > 1 else ""))
     return 0
 
 
@@ -174,6 +194,9 @@ def add_vector_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--num-images", type=int, default=64, help="images to sample")
     e.add_argument("--per-image", type=positive_int("a number of pixels", keyword="all"), default=8, help="random pixels per image, or 'all'")
     e.add_argument("--seed", type=int, default=0, help="seed of the images and pixel positions")
+    e.add_argument("--dedupe", type=_cosine_or_off, default=None,
+                   help="skip a pixel whose cosine similarity to a vector already taken is above this "
+                        "(default 0.999; 'off' keeps every pixel)")
     e.add_argument("--clusters", type=int, default=0, help="k-means (cosine) clusters to propose prototypes (0: none)")
     e.add_argument("--out", required=True, help="library directory")
 
