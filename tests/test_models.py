@@ -201,7 +201,7 @@ def test_demo_recipe_background_class_draws_glass():
     sampler's test, datagen.train.data.background_fraction). Separability alone does not catch a
     model that stops drawing glass: painted pale tissue is as separable as glass, and such a
     model (a CPU continuation to step 9834, not shipped; training/tissue-small/README.md) scored
-    0.17 glass in background pixels against 0.11 in tissue; the shipped model scores 0.41 against 0.09."""
+    0.17 glass in background pixels against 0.11 in tissue; the shipped model and library score 0.51 against 0.09."""
     from pathlib import Path
 
     from datagen.generate import prepare
