@@ -298,3 +298,28 @@ def test_conditioning_fidelity_tells_a_generator_that_follows_its_vector_from_on
     assert ignores["follow"] == pytest.approx(1.0, rel=1e-5)
     unconditional = DigipathGenerator(DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4)))
     assert mod.conditioning_fidelity(unconditional, real, seed=0, batch=4) is None
+
+
+def test_painted_realism_benchmark(tiny_setup, tmp_path):
+    """benchmarks/realism_painted.py scores a recipe's painted images against the real crops and
+    counts each class's distinct vectors: a class of three copies of one vector is one."""
+    from conftest import make_tiny_assets
+
+    recipe = make_tiny_assets(tmp_path, size=32, cells="[2, 4]")
+    copies = tmp_path / "copies.yaml"
+    copies.write_text(recipe.read_text().replace("vectors: [0, 1, 2]", "vectors: [3, 3, 3]"))
+    cmd = [sys.executable, str(REPO / "benchmarks" / "realism_painted.py"), str(recipe), str(copies),
+           "--reference", str(tiny_setup / "train.yaml"), "--num", "8", "--threads", "1", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["num"] == 8 and r["size"] == 32 and np.isfinite(r["fd_real_vs_real"])
+    first, second = r["rows"]
+    assert first["distinct_vectors"] == {"tumor": 3, "stroma": 2}
+    assert second["distinct_vectors"] == {"tumor": 1, "stroma": 2}
+    for row in r["rows"]:  # a random network paints no tissue
+        assert row["fd_painted_vs_real"] > r["fd_real_vs_real"] and 0 <= row["glass"] <= 1
+    bad = subprocess.run(cmd[:2] + [str(tmp_path / "missing.yaml")] + cmd[4:], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "missing.yaml" in bad.stderr
