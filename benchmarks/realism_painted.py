@@ -37,19 +37,9 @@ from datagen.generate import prepare  # noqa: E402
 from datagen.metrics import FD_INPUT_SIZE, FD_LAYER, extract_features, frechet_distance, realism_extractor  # noqa: E402
 from datagen.recipe.class_vectors import resolve_class_vectors  # noqa: E402
 from datagen.train import load_train_config  # noqa: E402
-from datagen.vectors.extract import DEDUPE_COSINE  # noqa: E402
+from datagen.vectors import count_distinct  # noqa: E402
 
 DEFAULT_REFERENCE = ROOT / "training" / "tissue-small" / "train-projected.yaml"
-
-
-def distinct_count(vectors: torch.Tensor, threshold: float = DEDUPE_COSINE) -> int:
-    """How many of (V, C) ``vectors`` remain when each near-copy of an earlier one is dropped."""
-    unit = torch.nn.functional.normalize(vectors.double(), dim=1)
-    kept: list[int] = []
-    for i in range(len(unit)):
-        if not kept or float((unit[kept] @ unit[i]).max()) <= threshold:
-            kept.append(i)
-    return len(kept)
 
 
 def painted_images(recipe: Path, num: int, seed: int, batch: int) -> tuple[torch.Tensor, dict[str, int]]:
@@ -58,7 +48,7 @@ def painted_images(recipe: Path, num: int, seed: int, batch: int) -> tuple[torch
         warnings.simplefilter("ignore")
         job = prepare(recipe, num=num, seed=seed, block_size=batch, batch_size=batch, check_separability=False)
     vectors = resolve_class_vectors(job.recipe, job.recipe.load_library())
-    distinct = {name: distinct_count(v) for name, (v, _) in vectors.items()}
+    distinct = {name: count_distinct(v) for name, (v, _) in vectors.items()}
     out = []
     for start in range(0, num, batch):
         images, _ = job.renderer.pairs(range(start, min(num, start + batch)), batch_size=batch)

@@ -40,3 +40,24 @@ def test_vectors_commands_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(["vectors", "show", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_extract_dedupe_and_label_report_copies(tmp_path, capsys):
+    """builtin:tissue-small's dec.x16 repeats one vector over an image: `extract` drops the copies
+    and says so; with `--dedupe off` they stay, and `label` says the class is fewer vectors than it holds."""
+    from datagen.vectors import count_distinct
+
+    lib = tmp_path / "lib"
+    args = ["vectors", "extract", "--model", "builtin:tissue-small", "--layer", "dec.x16", "--num-images", "2",
+            "--per-image", "3", "--size", "64", "--device", "cpu", "--out", str(lib)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 vectors" in out and "4 near-copies dropped" in out and "sample more images" in out
+    assert main([*args, "--dedupe", "off"]) == 0
+    every = VectorLibrary.load(lib)
+    assert len(every) == 6 and count_distinct(every.vectors) == 2 and count_distinct(every.vectors, 1.0) == 6
+    capsys.readouterr()
+    assert main(["vectors", "label", str(lib), "--name", "tumor", "--ids", "0", "1", "2", "3"]) == 0
+    assert "holds 4 vectors but 2 distinct" in capsys.readouterr().out
+    assert main(["vectors", "label", str(lib), "--name", "stroma", "--ids", "4"]) == 0
+    assert "distinct" not in capsys.readouterr().out

@@ -12,7 +12,7 @@ See docs/vectors.md.
 """
 
 from .cluster import Clustering, cluster_library, cluster_vectors
-from .extract import extract_vectors, regenerate_image, resolve_layer_name, resolve_size
+from .extract import count_distinct, extract_vectors, regenerate_image, resolve_layer_name, resolve_size
 from .library import SIDECAR_FILE, VECTORS_FILE, VectorLibrary, VectorRecord, label_vectors, library_lock, rename_label
 from .report import contact_sheet, data_uri, html_report, separability_html, sheet_size, vector_caption
 from .separability import (
@@ -37,7 +37,7 @@ __all__ = [
     "ClassSeparabilityWarning", "Clustering", "SIDECAR_FILE", "SeparabilityReport", "check_recipe_separability",
     "library_classes", "measure_separability", "TILEABILITY_GRID", "VECTORS_FILE", "VectorLibrary", "VectorRecord",
     "cluster_library", "cluster_vectors", "contact_sheet", "data_uri", "default_threshold",
-    "extract_vectors", "grid_mask_at_image", "html_report", "iter_renders", "label_vectors", "library_lock", "make_edit", "mask_weights",
+    "count_distinct", "extract_vectors", "grid_mask_at_image", "html_report", "iter_renders", "label_vectors", "library_lock", "make_edit", "mask_weights",
     "masked_mean", "rank_tileable", "regenerate_image", "resolve_layer_name", "rename_label", "resolve_seeds",
     "resolve_size", "score_library", "separability_html", "sheet_size", "tileability_scores", "to_uint8", "vector_caption",
     "visualize",

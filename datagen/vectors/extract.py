@@ -147,6 +147,12 @@ def extract_vectors(
     )
 
 
+def count_distinct(vectors: torch.Tensor, threshold: float = DEDUPE_COSINE) -> int:
+    """How many of (V, C) ``vectors`` are left once each near-copy (cosine > ``threshold``) of an
+    earlier one is dropped, as ``extract_vectors`` drops them."""
+    return int(_Distinct(threshold).admit(vectors).sum())
+
+
 class _Distinct:
     """Greedy near-copy filter over everything admitted so far, in extraction order (deterministic)."""
 
