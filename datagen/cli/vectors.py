@@ -132,13 +132,14 @@ def cmd_label(a: argparse.Namespace) -> int:
         print(f"labelled {len(ids)} vectors {a.name!r}: {ids}")
         if a.name != "-":
             from ..vectors import count_distinct
+            from ..vectors.extract import DEDUPE_COSINE
 
             lib = VectorLibrary.load(a.library)
             members = [r.id for r in lib.records if r.label == a.name]
             distinct = count_distinct(lib.get(members))
             if distinct < len(members):
                 print(f"class {a.name!r} holds {len(members)} vectors but {distinct} distinct ones (the rest are "
-                      "near-copies, cosine > 0.999): it paints less variety than its size says")
+                      f"near-copies, cosine > {DEDUPE_COSINE}): it paints less variety than its size says")
     return 0
 
 
