@@ -332,15 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def report(name: str, run_fn, format_fn, args: argparse.Namespace) -> int:
+    """Run a benchmark and print its result (JSON with ``--json``); a bad input is one line on
+    stderr and exit status 2, never a traceback. Shared by realism_painted.py."""
     try:
-        result = run(args)
+        result = run_fn(args)
     except (DatagenError, ValueError, FileNotFoundError) as e:
-        print(f"realism: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    print(json.dumps(result, indent=2) if args.json else format_fn(result))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return report("realism", run, format_report, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

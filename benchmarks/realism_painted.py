@@ -20,7 +20,6 @@ from scripts/fetch_training_data.sh).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -105,13 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.num < 2:
         p.error("--num must be at least 2 (a covariance needs two samples)")
-    try:
-        result = run(args)
-    except (DatagenError, ValueError, FileNotFoundError) as e:
-        print(f"realism_painted: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2) if args.json else format_report(result))
-    return 0
+    return realism.report("realism_painted", run, format_report, args)
 
 
 if __name__ == "__main__":
