@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 import realism  # noqa: E402
 from datagen.errors import DatagenError  # noqa: E402
-from datagen.generate import prepare  # noqa: E402
+from datagen.generate import Job, prepare  # noqa: E402
 from datagen.metrics import FD_INPUT_SIZE, FD_LAYER, extract_features, frechet_distance, realism_extractor  # noqa: E402
 from datagen.recipe.class_vectors import resolve_class_vectors  # noqa: E402
 from datagen.train import load_train_config  # noqa: E402
@@ -41,11 +41,8 @@ from datagen.vectors import count_distinct  # noqa: E402
 DEFAULT_REFERENCE = ROOT / "training" / "tissue-small" / "train-projected.yaml"
 
 
-def painted_images(recipe: Path, num: int, seed: int, batch: int) -> tuple[torch.Tensor, dict[str, int]]:
-    """Samples 0..num-1 of ``recipe`` as (N, 3, H, W) in [-1, 1], and each painted class's distinct vectors."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        job = prepare(recipe, num=num, seed=seed, block_size=batch, batch_size=batch, check_separability=False)
+def painted_images(job: Job, num: int, batch: int) -> tuple[torch.Tensor, dict[str, int]]:
+    """Samples 0..num-1 of a prepared recipe as (N, 3, H, W) in [-1, 1], and each painted class's distinct vectors."""
     vectors = resolve_class_vectors(job.recipe, job.recipe.load_library())
     distinct = {name: count_distinct(v) for name, (v, _) in vectors.items()}
     out = []
@@ -65,19 +62,24 @@ def run(args: argparse.Namespace) -> dict:
     kw = dict(batch_size=32, input_size=FD_INPUT_SIZE)
     for recipe in args.recipes:
         t = time.perf_counter()
-        images, distinct = painted_images(Path(recipe), args.num, args.seed, args.batch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            job = prepare(Path(recipe), num=args.num, seed=args.seed, block_size=args.batch, batch_size=args.batch,
+                          check_separability=False)
+        h, w = job.renderer.size  # checked before anything is rendered
         if size is None:
-            size = images.shape[-1]
-            if images.shape[-2] != size:
-                raise DatagenError(f"{recipe}: size must be square to compare with real crops, got {tuple(images.shape[-2:])}")
+            if h != w:
+                raise DatagenError(f"{recipe}: size must be square to compare with real crops, got {(h, w)}")
+            size = h
             real_a, real_b, _ = realism.real_sets(cfg, size, args.num, args.seed)
             real_feats = (extract_features(real_a, ex, **kw), extract_features(real_b, ex, **kw))
             floor = frechet_distance(real_feats[1], real_feats[0])
-        elif images.shape[-1] != size or images.shape[-2] != size:
-            raise DatagenError(f"{recipe}: size {tuple(images.shape[-2:])} differs from the first recipe's {size} px")
+        elif (h, w) != (size, size):
+            raise DatagenError(f"{recipe}: size {(h, w)} differs from the first recipe's {size} px")
+        images, distinct = painted_images(job, args.num, args.batch)
         feats = extract_features(images, ex, **kw)
         rows.append({"recipe": str(recipe), "fd_painted_vs_real": frechet_distance(feats, real_feats[0]),
-                     "glass": float(realism._glass_shares(images).mean()), "distinct_vectors": distinct,
+                     "glass": realism.glass_coverage(images)["mean_glass"], "distinct_vectors": distinct,
                      "wall_s": round(time.perf_counter() - t, 1)})
     return {"num": args.num, "seed": args.seed, "size": size, "reference": str(args.reference),
             "fd_real_vs_real": floor, "rows": rows, "wall_time_s": round(time.perf_counter() - t0, 1)}

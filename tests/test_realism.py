@@ -323,3 +323,8 @@ def test_painted_realism_benchmark(tiny_setup, tmp_path):
     bad = subprocess.run(cmd[:2] + [str(tmp_path / "missing.yaml")] + cmd[4:], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "missing.yaml" in bad.stderr
+    (tmp_path / "big").mkdir()
+    other_size = make_tiny_assets(tmp_path / "big", size=64, cells="[2, 4]")  # rejected before it is rendered
+    mixed = subprocess.run(cmd[:3] + [str(other_size)] + cmd[4:], capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120, cwd=tmp_path)
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr and "differs from the first recipe's 32 px" in mixed.stderr

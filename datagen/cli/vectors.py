@@ -134,8 +134,7 @@ def cmd_label(a: argparse.Namespace) -> int:
             from ..vectors import count_distinct
             from ..vectors.extract import DEDUPE_COSINE
 
-            lib = VectorLibrary.load(a.library)
-            members = [r.id for r in lib.records if r.label == a.name]
+            members = sorted({r.id for r in lib.records if r.label == a.name} | set(ids))  # lib: as loaded above
             distinct = count_distinct(lib.get(members))
             if distinct < len(members):
                 print(f"class {a.name!r} holds {len(members)} vectors but {distinct} distinct ones (the rest are "
