@@ -32,6 +32,10 @@ image drawn from its vector: a model that follows its vectors draws glass where 
 draws when *painted* (full replace at the paint layer) into 8 other images, ``paint_tissue``
 the same for the 8 least glassy crops (:func:`datagen.train.monitor.paint_glass`): a recipe's
 background class can only paint glass if some vector draws mostly glass.
+``paint_vectors_distinct`` is the share of those images whose paint-layer vector (the centre
+pixel, as ``datagen vectors extract`` samples pixels) is no near-copy (cosine > 0.999) of an
+earlier one: 1.0 means every crop gives a vector of its own; lower means the generator folds
+unlike crops onto the same paint vector, and a vector library built from it holds fewer kinds.
 
 Real crops come from the training config's data through the training sampler
 (:class:`datagen.train.data.CropSampler`: area-weighted random positions, crops
@@ -45,7 +49,11 @@ distribution, not generalisation to unseen slides.
 Generated images are made at the crop size (the UNet is fully convolutional) with
 the per-sample seeding of ``datagen generate`` (sample ``i`` of ``--seed``), each
 drawing its conditioning vector from the checkpoint's conditioning library, and
-quantised to uint8 like real crops. Features: the pooled 1280-d ``head`` of
+quantised to uint8 like real crops. ``--window-of PX`` instead draws each at PX and scores
+one window of it (placed by the sample's seed): a generator trained on 256-px crops draws
+better 96-px windows of 256-px images than whole 96-px images (its bottleneck is then 8x8,
+as in training, not 3x3), and windows are what random training crops of generated pairs
+are. The issue's targets use the default (whole images at the size). Features: the pooled 1280-d ``head`` of
 EfficientNet-Lite0, images resized to 224 px (``--feature-size``); see
 :mod:`datagen.metrics`. Numbers are comparable only at the same N, size, feature
 size and extractor — not with published FID values.
@@ -79,6 +87,7 @@ from datagen.metrics import (  # noqa: E402
 from datagen.models import DEFAULT_MODEL, DigipathGenerator, DigipathUNet, load_generator  # noqa: E402
 from datagen.models.generator import Generator  # noqa: E402
 from datagen.render import render_plain, to_uint8, to_uint8_hwc  # noqa: E402
+from datagen.seeding import sample_rng  # noqa: E402
 from datagen.train import TrainConfig, load_train_config  # noqa: E402
 from datagen.train.data import CropSampler, background_fraction  # noqa: E402
 from datagen.train.monitor import paint_glass  # noqa: E402
@@ -88,6 +97,7 @@ QUICK_NUM = 16
 GLASS_HEAVY = 0.25  # an image more than a quarter glass counts as glass-heavy
 PAINT_K = 8  # crops whose vectors paint_glass paints (the glassiest k, the least glassy k)
 _REAL_STREAM = 0x7EA1  # numpy seed [seed, set, this] draws real set A (0) / B (1)
+_WINDOW_STREAM = "realism-window"  # purpose of the per-sample stream that places --window-of windows
 
 
 def real_sets(cfg: TrainConfig, size: int, num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -123,17 +133,23 @@ def conditioning_fidelity(gen: Generator, real: torch.Tensor, seed: int, batch: 
     if not isinstance(gen, DigipathGenerator) or gen.conditioning is None:
         return None
     from datagen.features import EfficientNetLite0, resize_for_features
+    from datagen.models.hooks import LayerHook
     from datagen.seeding import sample_torch_generator
+    from datagen.vectors.extract import count_distinct
 
     ex = EfficientNetLite0().to(gen.device).eval()
-    cond, feats, images = [], [], []
+    cond, feats, images, centre = [], [], [], []
     size = tuple(real.shape[-2:])
     for i in range(0, len(real), batch):
         r = real[i:i + batch].to(gen.device)
         c = ex.pooled(resize_for_features(r))
         inputs = gen.sample_inputs([sample_torch_generator(seed, j, "noise") for j in range(i, i + len(r))], size)
         inputs["cond"] = c.cpu()
-        img = to_uint8(gen.forward(inputs)).float().div(127.5).sub(1.0)  # quantised like the real crops
+        with LayerHook(gen.module, gen.default_layer) as hook:
+            img = to_uint8(gen.forward(inputs)).float().div(127.5).sub(1.0)  # quantised like the real crops
+        act = hook.original  # None for a generator whose forward does not run its module
+        if act is not None:
+            centre.append(act.float()[:, :, act.shape[-2] // 2, act.shape[-1] // 2].cpu())
         cond.append(c.cpu()); images.append(img.cpu())
         feats.append(ex.pooled(resize_for_features(img)).cpu())
     c, f, img = torch.cat(cond), torch.cat(feats), torch.cat(images)
@@ -149,7 +165,11 @@ def conditioning_fidelity(gen: Generator, real: torch.Tensor, seed: int, batch: 
     inputs = gen.sample_inputs([sample_torch_generator(seed, j, "noise") for j in range(k)], size)
     painted = paint_glass(gen.module, inputs["noise"].to(gen.device), inputs["cond"].to(gen.device),
                           c[order[:k]].to(gen.device), c[order[-k:]].to(gen.device), gen.default_layer)
+    # collapse: unlike crops' vectors that the generator turns into the same paint-layer vector
+    # (one pixel per image, as `datagen vectors extract` samples them) give a library no new kind
+    distinct = count_distinct(torch.cat(centre)) / len(real) if sum(map(len, centre)) == len(real) else None
     return {"l1_own_vector": own, "l1_other_vector": other, "follow": own / other, "glass_r": r,
+            "paint_vectors_distinct": distinct,
             "mean_glass_real": float(real_glass.mean()), "mean_glass_generated": float(gen_glass.mean()),
             **painted, "paint_glass_crops": float(real_glass[order[:k]].mean())}
 
@@ -167,11 +187,20 @@ def untrained_copy(gen: Generator, seed: int) -> Generator | None:
     return DigipathGenerator(module, gen.conditioning, name=f"{gen.name} (untrained)")
 
 
-def generated(gen: Generator, num: int, size: int, seed: int, batch: int) -> torch.Tensor:
-    """Plain samples 0..num-1 of ``seed`` (as ``datagen generate`` seeds them), uint8-quantised, in [-1, 1]."""
+def generated(gen: Generator, num: int, size: int, seed: int, batch: int, window_of: int | None = None) -> torch.Tensor:
+    """Plain samples 0..num-1 of ``seed`` (as ``datagen generate`` seeds them), uint8-quantised, in [-1, 1].
+
+    ``window_of``: draw each sample at this larger size and keep one ``size`` window of it, at a
+    position seeded by the sample index: what a segmentation loop's random crops of generated
+    pairs see, rather than a whole image drawn at ``size``.
+    """
     out = []
     for i in range(0, num, batch):
-        u8 = render_plain(gen, list(range(i, min(num, i + batch))), (size, size), seed)
+        idx = list(range(i, min(num, i + batch)))
+        u8 = render_plain(gen, idx, (window_of or size,) * 2, seed)
+        if window_of:
+            pos = [sample_rng(seed, j, _WINDOW_STREAM).integers(0, window_of - size + 1, 2) for j in idx]
+            u8 = np.stack([im[y:y + size, x:x + size] for im, (y, x) in zip(u8, pos)])
         out.append(torch.from_numpy(u8).permute(0, 3, 1, 2).float().div(127.5).sub(1.0))
     return torch.cat(out)
 
@@ -201,6 +230,13 @@ def run(args: argparse.Namespace) -> dict:
         gen.check_size((size, size))
     except ValueError as e:
         raise DatagenError(f"--size: {e}") from None
+    if args.window_of is not None:
+        if args.window_of <= size:
+            raise DatagenError(f"--window-of must be larger than --size {size}, got {args.window_of}")
+        try:
+            gen.check_size((args.window_of, args.window_of))
+        except ValueError as e:
+            raise DatagenError(f"--window-of: {e}") from None
     lap("load_model", t0)
 
     t0 = time.perf_counter()
@@ -208,11 +244,11 @@ def run(args: argparse.Namespace) -> dict:
     lap("real_crops", t0)
 
     t0 = time.perf_counter()
-    fake = generated(gen, num, size, args.seed, args.batch)
+    fake = generated(gen, num, size, args.seed, args.batch, args.window_of)
     lap("generate", t0)
     t0 = time.perf_counter()
     base = untrained_copy(gen, args.seed)
-    fake0 = generated(base, num, size, args.seed, args.batch) if base is not None else None
+    fake0 = generated(base, num, size, args.seed, args.batch, args.window_of) if base is not None else None
     lap("generate_untrained", t0)
 
     t0 = time.perf_counter()
@@ -252,6 +288,7 @@ def run(args: argparse.Namespace) -> dict:
         "train_config": str(args.train_config),
         "num": num,
         "size": size,
+        "window_of": args.window_of,
         "seed": args.seed,
         "feature_extractor": args.extractor,
         "feature_layer": FD_LAYER,
@@ -302,6 +339,9 @@ def format_report(r: dict) -> str:
     if c:
         lines.append(f"  conditioning           follow {f(c['follow'])} (L1 to own vector / to another's; 1 = ignored), "
                      f"glass r {f(c['glass_r'])} (real crop's glass vs the image drawn from its vector)")
+        if "paint_vectors_distinct" in c:
+            lines.append(f"  paint vectors          distinct share {f(c['paint_vectors_distinct'])} (1 = each crop's vector "
+                         "gives its own paint-layer vector; lower = conditioning collapse)")
         if "paint_glass" in c:
             lines.append(f"  painted glass          best of the glassiest crops' vectors {f(c['paint_glass'])} (the crops: "
                          f"{f(c['paint_glass_crops'])}), of the least glassy crops' {f(c['paint_tissue'])}")
@@ -317,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-config", default=str(DEFAULT_TRAIN_CONFIG), help="training YAML whose data gives the real crops")
     p.add_argument("--num", type=int, default=None, help="images per set (default 512; 16 with --quick)")
     p.add_argument("--size", type=int, default=None, help="crop / generation size in px (default: the config's crop)")
+    p.add_argument("--window-of", type=int, default=None, metavar="PX",
+                   help="draw each sample at PX (> --size, a multiple of the model's stride) and score one --size window "
+                        "of it, as random training crops of generated pairs are (default: draw at --size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--feature-size", type=int, default=None,
                    help=f"resize to this before feature extraction (default {FD_INPUT_SIZE}; 0 = at the crop size; "

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -236,6 +237,32 @@ def test_benchmark_bad_size_is_a_clear_error(tiny_setup):
     assert "Traceback" not in proc.stderr and "--size" in proc.stderr and "multiple of 8" in proc.stderr
 
 
+def test_window_of_scores_windows_of_larger_images(tiny_setup):
+    """--window-of PX: each sample is drawn at PX and one seeded window of it is scored."""
+    from datagen.models import load_generator
+    from datagen.render import render_plain
+
+    d = tiny_setup
+    mod = _realism_module()
+    gen = load_generator(str(d / "model"), "cpu")
+    win = mod.generated(gen, 5, 16, seed=3, batch=2, window_of=48)
+    assert win.shape == (5, 3, 16, 16)
+    full = torch.from_numpy(render_plain(gen, list(range(5)), (48, 48), 3)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    found = []
+    for i in range(5):  # each window is a crop of its own sample's larger image
+        hits = [(y, x) for y in range(33) for x in range(33) if torch.equal(full[i, :, y:y + 16, x:x + 16], win[i])]
+        assert hits, i
+        found.append(hits[0])
+    assert len(set(found)) > 1  # placed per sample, not one fixed window
+    assert torch.equal(mod.generated(gen, 5, 16, seed=3, batch=5, window_of=48), win)  # batch-independent
+    for bad, msg in (("16", "larger than --size 32"), ("44", "--window-of: .*multiple of 8")):
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "realism.py"), "--model", str(d / "model"),
+                               "--train-config", str(d / "train.yaml"), "--quick", "--size", "32", "--window-of", bad],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert re.search(msg, proc.stderr), proc.stderr
+
+
 def test_realism_second_network_lite1():
     """The second realism network (the projected D's backbone) loads offline and reads other features."""
     import torch
@@ -294,8 +321,18 @@ def test_conditioning_fidelity_tells_a_generator_that_follows_its_vector_from_on
     # painted glass (the tiny UNet's, which the oracle bypasses): a share, from the glassiest crops
     assert 0 <= follows["paint_glass"] <= 1 and 0 <= follows["paint_tissue"] <= 1
     assert follows["paint_glass_crops"] > follows["mean_glass_real"]
+    assert follows["paint_vectors_distinct"] is None  # the oracle never runs the paint layer
     ignores = mod.conditioning_fidelity(Ignores(module, vectors), real, seed=0, batch=4)
     assert ignores["follow"] == pytest.approx(1.0, rel=1e-5)
+    # paint-layer collapse: the tiny UNet gives each crop its own paint vector, until its paint
+    # layer is made to draw one vector whatever the crop and the noise
+    plain = mod.conditioning_fidelity(DigipathGenerator(module, vectors), real, seed=0, batch=4)
+    assert plain["paint_vectors_distinct"] == 1.0
+    with torch.no_grad():
+        for conv in (module.dec["x4"].conv1, module.dec["x4"].conv2):
+            conv.weight.zero_(); conv.bias.fill_(0.5)
+    collapsed = mod.conditioning_fidelity(DigipathGenerator(module, vectors), real, seed=0, batch=4)
+    assert collapsed["paint_vectors_distinct"] == pytest.approx(1 / len(real))
     unconditional = DigipathGenerator(DigipathUNet(UNetConfig(channels=(8, 16, 16, 16), noise_channels=4)))
     assert mod.conditioning_fidelity(unconditional, real, seed=0, batch=4) is None
 

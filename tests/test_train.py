@@ -10,6 +10,7 @@ from PIL import Image
 from datagen.errors import ConfigError, DatagenError
 from datagen.models import load_checkpoint
 from datagen.train import TrainConfig, load_train_config, train
+from datagen.train.augment import ZOOM_MIN, diff_augment
 from datagen.train.data import CropSampler, background_fraction, background_fraction_t
 
 
@@ -107,6 +108,28 @@ def test_train_config_errors(tmp_path):
     p.write_text("data: [{path: x}]\nlearning_rate: 1\n")
     with pytest.raises(ConfigError, match=r"learning_rate: unknown field"):
         load_train_config(p)
+    p.write_text("data: [{path: x}]\ndiffaugment: color,zoomm\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: diffaugment: unknown DiffAugment op\(s\) \['zoomm'\]; expected .*zoom"):
+        load_train_config(p)
+
+
+def test_zoom_magnifies_half_the_images_and_passes_gradients():
+    ramp = torch.linspace(-1, 1, 64).view(1, 1, 1, 64).expand(64, 3, 64, 64).clone().requires_grad_(True)
+    out = diff_augment(ramp, "zoom", torch.Generator().manual_seed(0))
+    assert out.shape == ramp.shape
+    span = (out[:, 0, 0, -1] - out[:, 0, 0, 0]).detach()  # 2 * window side / image side
+    whole = span > 1.9
+    assert 16 < int(whole.sum()) < 48  # about half pass whole (ZOOM_P)
+    assert float(span[~whole].min()) >= 2 * ZOOM_MIN - 0.05  # never a window smaller than ZOOM_MIN
+    assert float(span[~whole].max()) < 1.9
+    # each zoomed window lies inside the image: its values stay within the ramp's
+    assert float(out.detach().min()) >= -1 - 1e-5 and float(out.detach().max()) <= 1 + 1e-5
+    out.sum().backward()
+    assert float(ramp.grad.abs().sum()) > 0
+    again = diff_augment(ramp.detach(), "zoom", torch.Generator().manual_seed(0))
+    assert torch.equal(again, out.detach())  # the generator alone sets the windows
+    with pytest.raises(ValueError, match="unknown DiffAugment op 'zoomm'"):
+        diff_augment(ramp, "zoomm")
 
 
 def test_missing_data_is_clear(tmp_path):

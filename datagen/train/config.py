@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import load_yaml, parse_model
 
@@ -77,6 +77,9 @@ class TrainConfig(BaseModel):
     ema_kimg: float = Field(5.0, gt=0)
     ema_rampup: float | None = 0.05
     diffaugment: str = "color,translation,cutout"
+    """DiffAugment ops applied alike to real and fake images before D, comma-separated, from
+    color, zoom, translation, cutout (datagen/train/augment.py). ``zoom`` magnifies a random
+    window of half the images so a projected D sees nuclei at the scale the 96-px FD does."""
     feature_extractor: Literal["efficientnet-lite0", "none"] = "efficientnet-lite0"
     cond_weight: float = Field(1.0, ge=0)
     cond_every: int = Field(2, ge=1)
@@ -107,6 +110,16 @@ class TrainConfig(BaseModel):
     CUDA it needs an Ampere or newer card."""
     max_minutes: float | None = Field(None, gt=0)
     """Stop (with a checkpoint) after this many minutes of this invocation, even before ``steps``."""
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _known_ops(cls, v: str) -> str:
+        from .augment import POLICIES
+
+        bad = [op for op in v.split(",") if op and op not in POLICIES]
+        if bad:
+            raise ValueError(f"unknown DiffAugment op(s) {bad}; expected a comma-separated list of {', '.join(POLICIES)}")
+        return v
 
     def check(self) -> None:
         stride = 2 ** (len(self.model.channels) - 1)
