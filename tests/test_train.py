@@ -92,6 +92,22 @@ def test_train_then_resume_continues(tmp_path, tissue_png):
     assert meta["step"] == 30
 
 
+def test_resume_takes_the_configs_learning_rates(tmp_path, tissue_png, capsys):
+    """Adam's load_state_dict restores the snapshot's lr: a changed lr on --resume must still apply."""
+    out = tmp_path / "run"
+    train(_cfg(tissue_png, steps=2, checkpoint_every=2, sample_every=100), out, progress=False)
+    before = torch.load(out / "train_state.pt", weights_only=False)
+    train(_cfg(tissue_png, steps=4, checkpoint_every=2, sample_every=100, lr_g=1e-3, lr_d=5e-4), out, resume=True, progress=False)
+    after = torch.load(out / "train_state.pt", weights_only=False)
+    for opt, ratio in (("opt_g", 1e-3 / 2.5e-3), ("opt_d", 5e-4 / 2.5e-3)):
+        old = [g["lr"] for g in before[opt]["param_groups"]]
+        new = [g["lr"] for g in after[opt]["param_groups"]]
+        assert len(old) == len(new) > 1  # equalised lr: one group per layer, each scaled
+        assert new == pytest.approx([lr * ratio for lr in old])
+    assert after["opt_g"]["state"]  # the moments were carried over, not reset
+    assert "G's learning rate changes from the snapshot's to the config's" in capsys.readouterr().out
+
+
 def test_unconditional_training(tmp_path, tissue_png):
     ckpt = train(_cfg(tissue_png, steps=3, feature_extractor="none"), tmp_path / "u", progress=False)
     assert load_checkpoint(ckpt).module.config.cond_dim == 0

@@ -77,6 +77,23 @@ def discriminator_optimizer(cfg: TrainConfig, D: torch.nn.Module) -> torch.optim
                             betas=(cfg.betas[0] ** r1_ratio, cfg.betas[1] ** r1_ratio))
 
 
+def _load_optimizer(opt: torch.optim.Optimizer, state: dict, name: str, state_path: Path) -> None:
+    """Adam's moments from a snapshot, with the config's lr and betas.
+
+    ``load_state_dict`` also restores each group's lr and betas, so an lr changed in the
+    config for a ``--resume`` would be silently ignored (a run with a third of the lr measured
+    the same as its control, to the digit). The config wins; a change is printed.
+    """
+    fresh = [{k: g[k] for k in ("lr", "betas")} for g in opt.param_groups]
+    opt.load_state_dict(state)
+    old_lr = [g["lr"] for g in opt.param_groups]
+    for g, hyper in zip(opt.param_groups, fresh):
+        g.update(hyper)
+    if any(abs(a - h["lr"]) > 1e-12 * max(abs(a), 1.0) for a, h in zip(old_lr, fresh)):
+        print(f"{state_path}: {name}'s learning rate changes from the snapshot's to the config's "
+              f"(first group {old_lr[0]:.3g} -> {fresh[0]['lr']:.3g})")
+
+
 def param_groups(module: torch.nn.Module, lr: float, equalized: bool) -> list[dict[str, Any]]:
     """Adam parameter groups; with ``equalized`` each weight's lr is ``lr / sqrt(fan_in)``.
 
@@ -334,9 +351,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
             print(f"{state_path}: the snapshot's discriminator is {d_kind!r} but the config asks for "
                   f"{cfg.discriminator!r}: G and G_ema resume, D STARTS FRESHLY INITIALISED")
         if "opt_g" in st and "opt_d" in st:
-            opt_g.load_state_dict(st["opt_g"])
+            _load_optimizer(opt_g, st["opt_g"], "G", state_path)
             if d_opt_fits:
-                opt_d.load_state_dict(st["opt_d"])
+                _load_optimizer(opt_d, st["opt_d"], "D", state_path)
         else:  # a compact snapshot (see compact_state): Adam's moments re-warm in a few steps
             print(f"{state_path}: no optimiser state; continuing with fresh Adam moments")
         step, nimg, wall = st["step"], st["nimg"], st.get("wall_s", 0.0)
