@@ -135,7 +135,7 @@ def conditioning_fidelity(gen: Generator, real: torch.Tensor, seed: int, batch: 
     from datagen.features import EfficientNetLite0, resize_for_features
     from datagen.models.hooks import LayerHook
     from datagen.seeding import sample_torch_generator
-    from datagen.vectors.extract import count_distinct
+    from datagen.vectors import count_distinct
 
     ex = EfficientNetLite0().to(gen.device).eval()
     cond, feats, images, centre = [], [], [], []

@@ -7,9 +7,10 @@ own random parameters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-POLICIES = ("color", "zoom", "translation", "cutout")
 ZOOM_P = 0.5
 """Share of images that ``zoom`` magnifies; the rest pass whole."""
 ZOOM_MIN = 0.375
@@ -68,20 +69,28 @@ def _cutout(x: torch.Tensor, g: torch.Generator | None, ratio: float = 0.5) -> t
     return x * (~inside)[:, None].to(x.dtype)
 
 
-def diff_augment(x: torch.Tensor, policy: str | tuple[str, ...] = ("color", "translation", "cutout"), generator: torch.Generator | None = None) -> torch.Tensor:
-    """Apply the listed DiffAugment ops ('color', 'zoom', 'translation', 'cutout') to a batch, in the order listed."""
+_OPS = {"color": _color, "zoom": _zoom, "translation": _translation, "cutout": _cutout}
+POLICIES = tuple(_OPS)
+"""Every DiffAugment op, in the order ``datagen train`` documents them."""
+
+
+def parse_policy(policy: str | Sequence[str]) -> tuple[str, ...]:
+    """The ops of a policy ("color,translation" or a sequence), each checked against :data:`POLICIES`.
+
+    One check for both the training config (a YAML error at load time) and :func:`diff_augment`.
+    """
     ops = tuple(p for p in (policy.split(",") if isinstance(policy, str) else policy) if p)
-    for op in ops:
-        if op == "color":
-            x = _color(x, generator)
-        elif op == "zoom":
-            x = _zoom(x, generator)
-        elif op == "translation":
-            x = _translation(x, generator)
-        elif op == "cutout":
-            x = _cutout(x, generator)
-        else:
-            raise ValueError(f"unknown DiffAugment op {op!r}; expected one of {POLICIES}")
+    bad = [op for op in ops if op not in _OPS]
+    if bad:
+        raise ValueError(f"unknown DiffAugment op(s) {bad}; expected a comma-separated list of {', '.join(POLICIES)}")
+    return ops
+
+
+def diff_augment(x: torch.Tensor, policy: str | Sequence[str] = ("color", "translation", "cutout"),
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Apply the listed DiffAugment ops ('color', 'zoom', 'translation', 'cutout') to a batch, in the order listed."""
+    for op in parse_policy(policy):
+        x = _OPS[op](x, generator)
     return x
 
 

@@ -114,11 +114,9 @@ class TrainConfig(BaseModel):
     @field_validator("diffaugment")
     @classmethod
     def _known_ops(cls, v: str) -> str:
-        from .augment import POLICIES
+        from .augment import parse_policy
 
-        bad = [op for op in v.split(",") if op and op not in POLICIES]
-        if bad:
-            raise ValueError(f"unknown DiffAugment op(s) {bad}; expected a comma-separated list of {', '.join(POLICIES)}")
+        parse_policy(v)
         return v
 
     def check(self) -> None:

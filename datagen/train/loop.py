@@ -89,7 +89,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, state: dict, name: str, state_pa
     old_lr = [g["lr"] for g in opt.param_groups]
     for g, hyper in zip(opt.param_groups, fresh):
         g.update(hyper)
-    if any(abs(a - h["lr"]) > 1e-12 * max(abs(a), 1.0) for a, h in zip(old_lr, fresh)):
+    if old_lr != [h["lr"] for h in fresh]:
         print(f"{state_path}: {name}'s learning rate changes from the snapshot's to the config's "
               f"(first group {old_lr[0]:.3g} -> {fresh[0]['lr']:.3g})")
 
